@@ -1,0 +1,36 @@
+"""Error types of probdeconv.
+
+Every error raised on bad input is a :class:`ProbdeconvError` (a ``ValueError``
+subclass, so existing ``except ValueError`` code keeps working).  Messages name
+the culprit (file, axis, key or value), what was expected, and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ProbdeconvError",
+    "AxisMismatchError",
+    "ParameterError",
+    "DataError",
+    "FileFormatError",
+]
+
+
+class ProbdeconvError(ValueError):
+    """Base class of all probdeconv input errors."""
+
+
+class AxisMismatchError(ProbdeconvError):
+    """Two histograms (event, background, response, CCM, model) disagree on an axis."""
+
+
+class ParameterError(ProbdeconvError):
+    """A parameter file or parameter value is invalid (unknown key, wrong type, ...)."""
+
+
+class DataError(ProbdeconvError):
+    """Array contents are invalid (NaN, negative counts, wrong shape, wrong unit)."""
+
+
+class FileFormatError(ProbdeconvError):
+    """A file is missing, truncated, or not in the expected layout."""

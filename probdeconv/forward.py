@@ -1,0 +1,358 @@
+"""The forward model: the one place where expected counts and their adjoint are computed.
+
+Every engine of probdeconv (Richardson-Lucy, MAP-EM, gradient MAP, samplers) calls the
+functions of this module; nothing else re-derives the expectation or the likelihood.
+
+Notation (see ``docs``/spec §1).  A *dataset* holds
+
+- ``counts``      ``d[t, i]``       data space, ``t`` a time / attitude bin (one bin in the
+  galactic frame) and ``i`` the flattened ``(Em, Phi, PsiChi)`` bin,
+- ``response``    ``R[(v, e), i]``  the response with its source-direction axis ``v``
+  (``NuLambda``) and initial-energy axis ``e`` (``Ei``) flattened together,
+- ``backgrounds`` ``B[k, t, i]``    background templates, ``k`` a local row whose global
+  background index is ``bkg_index[k]``,
+- optionally a sparse coordinate-conversion matrix ``C[t, l, v]`` (COO: ``ccm_tv`` =
+  ``t * V + v``, ``ccm_l`` = ``l``, ``ccm_values``) for the spacecraft frame.
+
+The sky ``λ[l, e]`` is a flux per steradian; ``ΔΩ`` (``pixel_area``) the model pixel
+solid angle.  Then, with ``ε`` = ``almost_zero``:
+
+- galactic frame: ``E[0, i] = ΔΩ Σ_{l,e} λ[l,e] R[(l,e), i] + ε + Σ_k b_k B[k,0,i]``
+- spacecraft frame: ``M[t,v,e] = Σ_l C[t,l,v] λ[l,e]``;
+  ``E[t, i] = ΔΩ Σ_{v,e} M[t,v,e] R[(v,e), i] + ε + Σ_k b_k B[k,t,i]``
+
+``backproject`` is the exact transpose of the sky part of ``expected_counts``
+(``⟨A λ, H⟩ = ⟨λ, Aᵀ H⟩``), ``exposure`` is ``Aᵀ 1`` and ``log_likelihood`` is the
+Poisson log-likelihood without the ``log d!`` term, ``Σ d log E − Σ E``.
+
+All functions are pure and jit-able; arrays enter as pytree leaves, never as constants
+closed over by compiled code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import DataError
+
+__all__ = [
+    "ALMOST_ZERO",
+    "Dataset",
+    "make_dataset",
+    "sky_counts",
+    "background_counts",
+    "expected_counts",
+    "backproject",
+    "exposure",
+    "background_product",
+    "log_likelihood",
+    "total_log_likelihood",
+    "summed_backproject",
+    "summed_exposure",
+]
+
+logger = logging.getLogger(__name__)
+
+ALMOST_ZERO = 1e-12
+"""Offset added to every expected count so that ``log E`` is finite (cosipy's ``almost_zero``)."""
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """One dataset of the forward model, as a pytree of arrays.
+
+    Build it with :func:`make_dataset`, which checks shapes and values.  Array fields are
+    pytree leaves (traced by ``jit``); ``pixel_area``, ``n_model_pixels`` and
+    ``bkg_index`` are static metadata.
+    """
+
+    counts: jax.Array  # [t, i]
+    response: jax.Array  # [(v, e), i]
+    backgrounds: jax.Array  # [k, t, i]
+    ccm_tv: jax.Array | None = None  # [nnz] flat (t, v) index
+    ccm_l: jax.Array | None = None  # [nnz] model pixel index
+    ccm_values: jax.Array | None = None  # [nnz] dwell time (s)
+    pixel_area: float = dataclasses.field(default=1.0, metadata=dict(static=True))
+    n_model_pixels: int = dataclasses.field(default=1, metadata=dict(static=True))
+    n_energies: int = dataclasses.field(default=1, metadata=dict(static=True))
+    bkg_index: tuple[int, ...] = dataclasses.field(default=(), metadata=dict(static=True))
+
+    @property
+    def is_local(self) -> bool:
+        """True for the spacecraft frame (a coordinate-conversion matrix is present)."""
+        return self.ccm_values is not None
+
+    @property
+    def n_time(self) -> int:
+        return self.counts.shape[0]
+
+    @property
+    def n_local_pixels(self) -> int:
+        return self.response.shape[0] // self.n_energies
+
+    @property
+    def model_shape(self) -> tuple[int, int]:
+        return (self.n_model_pixels, self.n_energies)
+
+
+def _check_finite_nonneg(name: str, a: np.ndarray, what: str) -> None:
+    if not np.all(np.isfinite(a)):
+        n = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        raise DataError(
+            f"{name}: {n} bin(s) are NaN or infinite; {what} must be finite. "
+            "Check the file it came from, or replace them (e.g. np.nan_to_num) before loading."
+        )
+    if np.any(a < 0):
+        n = int(np.count_nonzero(a < 0))
+        raise DataError(
+            f"{name}: {n} bin(s) are negative (smallest {a.min()!r}); {what} must be >= 0. "
+            "Negative values usually mean a subtracted background or a wrong file."
+        )
+
+
+def make_dataset(
+    counts: np.ndarray,
+    response: np.ndarray,
+    backgrounds: Sequence[np.ndarray] = (),
+    *,
+    bkg_index: Sequence[int] | None = None,
+    ccm: tuple[np.ndarray, np.ndarray] | None = None,
+    n_model_pixels: int | None = None,
+    pixel_area: float | None = None,
+    dtype: str | np.dtype = "float64",
+    name: str = "dataset",
+) -> Dataset:
+    """Check arrays and build a :class:`Dataset`.
+
+    Parameters
+    ----------
+    counts
+        Observed counts, shape ``(Em, Phi, PsiChi)`` (galactic) or
+        ``(T, Em, Phi, PsiChi)`` (spacecraft frame, with ``ccm``).
+    response
+        ``[NuLambda, Ei, Em, Phi, PsiChi]`` response (cm2 s galactic, cm2 local).
+    backgrounds
+        Templates shaped like ``counts``.
+    bkg_index
+        Global index of each background (default ``0, 1, ...``).
+    ccm
+        ``(coords, values)`` of the coordinate-conversion matrix ``[T, lb, NuLambda]``:
+        ``coords`` is ``3 × nnz`` integer, ``values`` the dwell times.  ``None`` for the
+        galactic frame.
+    n_model_pixels
+        Number of model pixels ``lb`` (default: the response's ``NuLambda`` count).
+    pixel_area
+        Model pixel solid angle in sr (default ``4π / n_model_pixels``).
+    dtype
+        ``"float64"`` (default; needs ``jax_enable_x64``, set on import of probdeconv) or
+        ``"float32"``.
+
+    Raises
+    ------
+    DataError
+        On NaN or negative values, or on shapes that do not fit together.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ds = make_dataset(np.ones((2, 3, 12)), np.ones((12, 1, 2, 3, 12)))
+    >>> ds.counts.shape, ds.response.shape
+    ((1, 72), (12, 72))
+    """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float64, np.float32):
+        raise DataError(f"dtype: got {dtype}; expected float64 (default) or float32.")
+    counts = np.asarray(counts, dtype=np.float64)
+    response = np.asarray(response)
+    if response.ndim != 5:
+        raise DataError(
+            f"{name}: response has {response.ndim} axes (shape {response.shape}); expected 5, "
+            "[NuLambda, Ei, Em, Phi, PsiChi]. Sum out extra axes (SigmaTau, Dist) first."
+        )
+    n_v, n_e = response.shape[:2]
+    data_shape = response.shape[2:]
+    local = ccm is not None
+    expected_counts_shape = ((None,) if local else ()) + tuple(data_shape)
+    if counts.ndim != len(expected_counts_shape) or counts.shape[-3:] != tuple(data_shape):
+        raise DataError(
+            f"{name}: counts have shape {counts.shape}; expected "
+            f"{'(T, ' if local else '('}{', '.join(map(str, data_shape))}) to match the "
+            "response's [Em, Phi, PsiChi] axes."
+        )
+    _check_finite_nonneg(f"{name}: counts", counts, "counts")
+    _check_finite_nonneg(f"{name}: response", response, "a response")
+    n_t = counts.shape[0] if local else 1
+    d = int(np.prod(data_shape))
+    bkgs = []
+    for k, b in enumerate(backgrounds):
+        b = np.asarray(b, dtype=np.float64)
+        if b.shape != counts.shape:
+            raise DataError(
+                f"{name}: background #{k} has shape {b.shape}; expected {counts.shape} "
+                "(the shape of the counts)."
+            )
+        _check_finite_nonneg(f"{name}: background #{k}", b, "a background template")
+        bkgs.append(b.reshape(n_t, d))
+    if bkg_index is None:
+        bkg_index = tuple(range(len(bkgs)))
+    bkg_index = tuple(int(i) for i in bkg_index)
+    if len(bkg_index) != len(bkgs):
+        raise DataError(f"{name}: {len(bkg_index)} background indices for {len(bkgs)} templates.")
+    bkg_arr = np.stack(bkgs) if bkgs else np.zeros((0, n_t, d))
+
+    if n_model_pixels is None:
+        n_model_pixels = n_v
+    if not local and n_model_pixels != n_v:
+        raise DataError(
+            f"{name}: the galactic response has {n_v} NuLambda pixels but the model has "
+            f"{n_model_pixels}; they must be the same HEALPix grid."
+        )
+    if pixel_area is None:
+        pixel_area = 4 * np.pi / n_model_pixels
+
+    fields: dict = {}
+    if local:
+        coords, values = ccm
+        coords = np.asarray(coords)
+        values = np.asarray(values, dtype=np.float64)
+        if coords.ndim != 2 or coords.shape[0] != 3 or coords.shape[1] != values.shape[0]:
+            raise DataError(
+                f"{name}: CCM coords have shape {coords.shape} for {values.shape[0]} values; "
+                "expected (3, nnz) for the axes [Time|ScAtt, lb, NuLambda]."
+            )
+        _check_finite_nonneg(f"{name}: coordinate-conversion matrix", values, "dwell times")
+        t, l, v = coords
+        if values.size and (t.max() >= n_t or l.max() >= n_model_pixels or v.max() >= n_v):
+            raise DataError(
+                f"{name}: CCM indices exceed the axes: max (t, lb, NuLambda) = "
+                f"({t.max()}, {l.max()}, {v.max()}) for sizes ({n_t}, {n_model_pixels}, {n_v})."
+            )
+        itype = np.int64 if n_t * n_v >= 2**31 else np.int32
+        fields = dict(
+            ccm_tv=jnp.asarray((t * n_v + v).astype(itype)),
+            ccm_l=jnp.asarray(l.astype(np.int32)),
+            ccm_values=jnp.asarray(values, dtype=dtype),
+        )
+    return Dataset(
+        counts=jnp.asarray(counts.reshape(n_t, d), dtype=dtype),
+        response=jnp.asarray(response.reshape(n_v * n_e, d), dtype=dtype),
+        backgrounds=jnp.asarray(bkg_arr, dtype=dtype),
+        pixel_area=float(pixel_area),
+        n_model_pixels=int(n_model_pixels),
+        n_energies=int(n_e),
+        bkg_index=bkg_index,
+        **fields,
+    )
+
+
+# --------------------------------------------------------------------------- sky part
+
+
+def _rotate(ds: Dataset, model: jax.Array) -> jax.Array:
+    """Sky in the response frame, ``[t, (v, e)]``.
+
+    Galactic: ``λ`` itself (one time bin).  Local:
+    ``M[t,v,e] = Σ_l C[t,l,v] λ[l,e]`` as a sparse gather / segment sum.
+    """
+    if not ds.is_local:
+        return model.reshape(1, -1)  # [lb, Ei] -> [1, (lb, Ei)]
+    n_v = ds.n_local_pixels
+    contrib = ds.ccm_values[:, None] * model[ds.ccm_l]  # [nnz] x [nnz, Ei] -> [nnz, Ei]
+    m = jax.ops.segment_sum(contrib, ds.ccm_tv, num_segments=ds.n_time * n_v)  # -> [(t, v), Ei]
+    return m.reshape(ds.n_time, n_v * ds.n_energies)  # -> [t, (v, Ei)]
+
+
+def _rotate_adjoint(ds: Dataset, u: jax.Array) -> jax.Array:
+    """Transpose of :func:`_rotate`: ``[t, (v, e)] -> [l, e]``."""
+    if not ds.is_local:
+        return u.reshape(ds.n_model_pixels, ds.n_energies)
+    u = u.reshape(ds.n_time * ds.n_local_pixels, ds.n_energies)  # [(t, v), Ei]
+    contrib = ds.ccm_values[:, None] * u[ds.ccm_tv]  # [nnz, Ei]
+    return jax.ops.segment_sum(contrib, ds.ccm_l, num_segments=ds.n_model_pixels)  # -> [lb, Ei]
+
+
+def sky_counts(ds: Dataset, model: jax.Array) -> jax.Array:
+    """Sky part of the expectation, ``A λ``, shape ``[t, i]`` (no background, no ε)."""
+    m = _rotate(ds, model)  # [t, (v, Ei)]
+    return ds.pixel_area * (m @ ds.response)  # [t, (v, Ei)] x [(v, Ei), i] -> [t, i]
+
+
+def background_counts(ds: Dataset, bkg_norm: jax.Array) -> jax.Array:
+    """``Σ_k b_k B_k`` with ``bkg_norm`` the *global* normalisations, shape ``[t, i]``."""
+    if not ds.bkg_index:
+        return jnp.zeros_like(ds.counts)
+    b = bkg_norm[jnp.asarray(ds.bkg_index)]  # [k]
+    return jnp.tensordot(b, ds.backgrounds, axes=1)  # [k] x [k, t, i] -> [t, i]
+
+
+def expected_counts(
+    ds: Dataset, model: jax.Array, bkg_norm: jax.Array, almost_zero: float = ALMOST_ZERO
+) -> jax.Array:
+    """Expected counts ``E = A λ + ε + Σ_k b_k B_k``, shape ``[t, i]``.
+
+    Examples
+    --------
+    >>> import numpy as np, jax.numpy as jnp
+    >>> ds = make_dataset(np.ones((2, 3, 12)), np.ones((12, 1, 2, 3, 12)), [np.ones((2, 3, 12))])
+    >>> e = expected_counts(ds, jnp.ones((12, 1)), jnp.array([0.5]))
+    >>> float(e[0, 0])  # 4π (sky) + 0.5 (background) + 1e-12
+    13.066370614359172
+    """
+    return sky_counts(ds, model) + almost_zero + background_counts(ds, bkg_norm)
+
+
+def backproject(ds: Dataset, h: jax.Array) -> jax.Array:
+    """Transpose product ``Aᵀ H`` of a data-space array ``H[t, i]``, shape ``[lb, Ei]``."""
+    u = h @ ds.response.T  # [t, i] x [i, (v, Ei)] -> [t, (v, Ei)]
+    return ds.pixel_area * _rotate_adjoint(ds, u)  # -> [lb, Ei]
+
+
+def exposure(ds: Dataset) -> jax.Array:
+    """Exposure map ``S_j = Σ_i A_ij``, shape ``[lb, Ei]`` (cm2 s sr)."""
+    r_sum = ds.response.sum(axis=1)  # [(v, Ei), i] -> [(v, Ei)]
+    if not ds.is_local:
+        return ds.pixel_area * r_sum.reshape(ds.n_model_pixels, ds.n_energies)
+    r_sum = r_sum.reshape(ds.n_local_pixels, ds.n_energies)  # [v, Ei]
+    v = ds.ccm_tv % ds.n_local_pixels
+    contrib = ds.ccm_values[:, None] * r_sum[v]  # [nnz, Ei]
+    return ds.pixel_area * jax.ops.segment_sum(contrib, ds.ccm_l, num_segments=ds.n_model_pixels)
+
+
+def background_product(ds: Dataset, h: jax.Array) -> jax.Array:
+    """``Σ_i B_k,i H_i`` for each local background row ``k``, shape ``[k]``."""
+    return jnp.tensordot(ds.backgrounds, h, axes=2)  # [k, t, i] x [t, i] -> [k]
+
+
+def log_likelihood(ds: Dataset, expectation: jax.Array) -> jax.Array:
+    """Poisson log-likelihood ``Σ d log E − Σ E`` (no ``log d!`` term)."""
+    d = ds.counts
+    return jnp.sum(jnp.where(d > 0, d * jnp.log(expectation), 0.0)) - jnp.sum(expectation)
+
+
+# --------------------------------------------------------------------------- several datasets
+
+
+def summed_backproject(datasets: Sequence[Dataset], hs: Sequence[jax.Array]) -> jax.Array:
+    """``Σ_datasets Aᵀ H`` (cosipy's ``calc_summed_T_product``)."""
+    return sum(backproject(ds, h) for ds, h in zip(datasets, hs, strict=True))
+
+
+def summed_exposure(datasets: Sequence[Dataset]) -> jax.Array:
+    """Exposure map summed over datasets."""
+    return sum(exposure(ds) for ds in datasets)
+
+
+def total_log_likelihood(
+    datasets: Sequence[Dataset], model: jax.Array, bkg_norm: jax.Array
+) -> jax.Array:
+    """Sum over datasets of the Poisson log-likelihood of ``(model, bkg_norm)``."""
+    return sum(
+        log_likelihood(ds, expected_counts(ds, model, bkg_norm)) for ds in datasets
+    )
