@@ -1,7 +1,51 @@
-"""probdeconv: Bayesian and MAP all-sky image reconstruction for Compton telescopes."""
+"""probdeconv: Bayesian and MAP all-sky image reconstruction for Compton telescopes.
+
+Importing probdeconv switches JAX to 64-bit floats (``jax_enable_x64``): likelihood sums
+are float64 by default; float32 is an explicit option (``dtype="float32"``).
+"""
 
 import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
+from .algorithms.base import DeconvolutionAlgorithmBase  # noqa: E402
+from .algorithms.richardson_lucy import RichardsonLucy, RichardsonLucySimple  # noqa: E402
+from .config import Parameters  # noqa: E402
+from .dataif import DataIF_COSI_DC2, ImageDeconvolutionDataInterfaceBase  # noqa: E402
+from .deconvolution import ImageDeconvolution  # noqa: E402
+from .errors import (  # noqa: E402
+    AxisMismatchError,
+    DataError,
+    FileFormatError,
+    ParameterError,
+    ProbdeconvError,
+)
+from .histogram import Axes, Axis, HealpixAxis, Histogram, as_histogram  # noqa: E402
+from .response import CoordsysConversionMatrix, FullDetectorResponse  # noqa: E402
+from .sky import AllSkyImageModel, ModelBase  # noqa: E402
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "AllSkyImageModel",
+    "Axes",
+    "Axis",
+    "AxisMismatchError",
+    "CoordsysConversionMatrix",
+    "DataError",
+    "DataIF_COSI_DC2",
+    "DeconvolutionAlgorithmBase",
+    "FileFormatError",
+    "FullDetectorResponse",
+    "HealpixAxis",
+    "Histogram",
+    "ImageDeconvolution",
+    "ImageDeconvolutionDataInterfaceBase",
+    "ModelBase",
+    "Parameters",
+    "ParameterError",
+    "ProbdeconvError",
+    "RichardsonLucy",
+    "RichardsonLucySimple",
+    "as_histogram",
+]

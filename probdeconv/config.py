@@ -1,10 +1,10 @@
-"""Parameter files: a colon-path wrapper of nested dicts and validation of cosipy run files.
+"""Parameter files: colon-path access to nested dicts and validation of cosipy run files.
 
-:class:`Parameters` reads the YAML parameter files that cosipy users already have and gives
-access to nested keys through colon paths (``"deconvolution:parameter:iteration_max"``).
-:func:`validate_run_parameters` checks a whole run file once (``model_definition`` and
-``deconvolution``) and fills in defaults; :func:`validate_algorithm_parameters` does the
-same for one algorithm's ``deconvolution:parameter`` sub-tree.
+:class:`Parameters` reads the YAML parameter files cosipy users already have and reaches
+nested keys through colon paths (``"deconvolution:parameter:iteration_max"``), like
+``yayc.Configurator``. :func:`validate_run_parameters` checks a whole run file once
+(``model_definition`` and ``deconvolution``) and fills in defaults;
+:func:`validate_algorithm_parameters` does the same for one ``deconvolution:parameter``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import math
 import numbers
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import yaml
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 FLUX_UNIT = "cm-2 s-1 sr-1"
 KNOWN_ALGORITHMS = ("RL", "RLsimple", "MAP_RL")
 KNOWN_MODEL_CLASSES = ("AllSkyImage",)
-_EXAMPLE_KEY = "deconvolution:parameter:iteration_max"
+_EXAMPLE = "'deconvolution:parameter:iteration_max = 30'"
 
 
 class MissingParameterError(ParameterError, KeyError):
@@ -72,17 +72,14 @@ def _plain(value: Any) -> Any:
 
 
 def _as_dict(obj: Any, path: str) -> dict:
-    """Accept None, a Mapping, a Parameters or a ``yayc.Configurator`` as a plain dict."""
+    """A plain dict copy of None, a Mapping, a Parameters or a ``yayc.Configurator``."""
+    if not isinstance(obj, Mapping | Parameters) and hasattr(obj, "_config"):
+        obj = obj._config  # yayc.Configurator keeps its nested dict here (None when empty)
     if obj is None:
         return {}
-    if not isinstance(obj, Mapping | Parameters) and hasattr(obj, "_config"):
-        obj = obj._config  # yayc.Configurator keeps its nested dict here
-        if obj is None:
-            return {}
     if not isinstance(obj, Mapping | Parameters):
         raise ParameterError(
-            f"{path}: got {_show(obj)}; expected a mapping (dict, Parameters or "
-            "yayc.Configurator) of parameters."
+            f"{path}: got {_show(obj)}; expected a mapping (dict, Parameters or yayc.Configurator)."
         )
     return _plain(obj)
 
@@ -91,8 +88,7 @@ def _split(key: Any) -> list[str]:
     parts = [p.strip() for p in key.split(":")] if isinstance(key, str) else []
     if not parts or not all(parts):
         raise ParameterError(
-            f"parameter key: got {_show(key)}; expected non-empty names joined by ':', "
-            f"e.g. '{_EXAMPLE_KEY}'."
+            f"parameter key: got {_show(key)}; expected names joined by ':', e.g. 'a:b:c'."
         )
     return parts
 
@@ -103,7 +99,12 @@ class Parameters:
     Parameters
     ----------
     data : Mapping, Parameters, yayc.Configurator or None
-        The nested parameters; deep-copied. ``None`` gives an empty set.
+        The nested parameters (deep-copied); ``None`` gives an empty set.
+
+    Notes
+    -----
+    ``p["a:b"]`` returns a copy (a :class:`Parameters` for a mapping), so changing it
+    leaves ``p`` alone; set values with ``p["a:b:c"] = value`` or :meth:`override`.
 
     Examples
     --------
@@ -126,36 +127,29 @@ class Parameters:
         Raises
         ------
         FileFormatError
-            If the file is missing or unreadable, is not valid YAML (the message gives
-            the line), or its top level is not a mapping.
+            The file is missing or unreadable, is not valid YAML (the message gives the
+            line), or its top level is not a mapping.
         """
         path = Path(path).expanduser()
         if not path.is_file():
-            raise FileFormatError(
-                f"{path}: parameter file not found; expected an existing YAML file "
-                "(e.g. imagedeconvolution_parfile.yml)."
-            )
+            raise FileFormatError(f"{path}: parameter file not found; expected a YAML file.")
         try:
             text = path.read_text(encoding="utf-8")
+            data = yaml.safe_load(text)
         except (OSError, UnicodeDecodeError) as exc:
             raise FileFormatError(f"{path}: cannot read ({exc}); expected UTF-8 YAML.") from exc
-        try:
-            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = ""
+            mark, where = getattr(exc, "problem_mark", None), ""
             if mark is not None:
-                lines = text.splitlines()
-                line = lines[mark.line].strip() if mark.line < len(lines) else ""
-                where = f" at line {mark.line + 1}, column {mark.column + 1} ({line!r})"
-            problem = getattr(exc, "problem", None) or str(exc)
+                line = (text.splitlines() + [""])[min(mark.line, len(text.splitlines()))]
+                where = f" at line {mark.line + 1}, column {mark.column + 1} ({line.strip()!r})"
+            problem = getattr(exc, "problem", None) or exc
             raise FileFormatError(
                 f"{path}: invalid YAML{where}: {problem}; expected a YAML mapping of parameters."
             ) from exc
         if data is not None and not isinstance(data, dict):
             raise FileFormatError(
-                f"{path}: top level is {_show(data)}; expected a YAML mapping such as "
-                "'deconvolution: {algorithm: RL}'."
+                f"{path}: top level is {_show(data)}; expected a YAML mapping of parameters."
             )
         new = cls(data)
         new.path = path
@@ -163,16 +157,12 @@ class Parameters:
         return new
 
     def _lookup(self, key: str) -> Any:
-        parts = _split(key)
-        node: Any = self._data
+        parts, node = _split(key), self._data
         for n, part in enumerate(parts):
             if not isinstance(node, dict) or part not in node:
                 here = ":".join(parts[:n]) or "the top level"
-                if isinstance(node, dict):
-                    valid = ", ".join(map(str, node)) or "(none)"
-                    hint = f"valid keys at {here}: {valid}"
-                else:
-                    hint = f"{here} holds {_show(node)}, not a mapping"
+                hint = (f"valid keys at {here}: {', '.join(map(str, node)) or '(none)'}"
+                        if isinstance(node, dict) else f"{here} holds {_show(node)}")
                 raise MissingParameterError(
                     f"{':'.join(parts[: n + 1])}: no such parameter (key {part!r}); {hint}."
                 )
@@ -192,14 +182,13 @@ class Parameters:
 
     def __setitem__(self, key: str, value: Any) -> None:
         """Set the value at colon path ``key``, creating missing intermediate mappings."""
-        parts = _split(key)
-        node = self._data
+        parts, node = _split(key), self._data
         for n, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ParameterError(
-                    f"{':'.join(parts[: n + 1])}: got {_show(node)}; expected a mapping "
-                    f"to hold '{key}'."
+                    f"{':'.join(parts[: n + 1])}: got {_show(node)}; expected a mapping to "
+                    f"hold {key!r}."
                 )
         node[parts[-1]] = _plain(value)
 
@@ -209,16 +198,6 @@ class Parameters:
         except ParameterError:
             return False
         return True
-
-    def __iter__(self) -> Iterator:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def keys(self) -> Any:
-        """Top-level keys."""
-        return self._data.keys()
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Parameters | Mapping):
@@ -240,25 +219,20 @@ class Parameters:
         {'a': {'b': [1, 2.5], 'c': True}, 'd': 'text'}
         """
         for arg in args:
-            if not isinstance(arg, str):
-                if not isinstance(arg, Iterable):
-                    raise ParameterError(
-                        f"override: got {_show(arg)}; expected strings like '{_EXAMPLE_KEY} = 30'."
-                    )
+            if not isinstance(arg, str) and isinstance(arg, Iterable):
                 self.override(*arg)
                 continue
-            key, sep, text = arg.partition("=")
+            key, sep, text = arg.partition("=") if isinstance(arg, str) else ("", "", "")
             if not sep:
                 raise ParameterError(
-                    f"override: got {arg!r}; expected 'key:path = value', "
-                    f"e.g. '{_EXAMPLE_KEY} = 30'."
+                    f"override: got {_show(arg)}; expected 'key:path = value', e.g. {_EXAMPLE}."
                 )
             try:
                 value = yaml.safe_load(text.strip())
             except yaml.YAMLError as exc:
                 raise ParameterError(
                     f"{key.strip()}: override value {text.strip()!r} is not valid YAML ({exc}); "
-                    "expected a YAML scalar, list or mapping (quote strings with '=' or ':')."
+                    "expected a YAML scalar, list or mapping (quote strings containing ':')."
                 ) from exc
             self[key.strip()] = value
 
@@ -267,7 +241,7 @@ class Parameters:
         return _plain(self._data)
 
     def dump(self, path: str | os.PathLike) -> Path:
-        """Write the parameters as YAML, atomically (temporary file + ``os.replace``).
+        """Write the parameters as YAML atomically (temporary file, then ``os.replace``).
 
         Returns
         -------
@@ -279,8 +253,8 @@ class Parameters:
             text = yaml.safe_dump(self._data, sort_keys=False, default_flow_style=None)
         except yaml.YAMLError as exc:
             raise ParameterError(
-                f"dump to {path}: a value cannot be written as YAML ({exc}); expected "
-                "numbers, strings, booleans, lists and mappings only."
+                f"dump to {path}: a value cannot be written as YAML ({exc}); expected numbers, "
+                "strings, booleans, dates, lists and mappings only."
             ) from exc
         if not path.parent.is_dir():
             raise FileFormatError(f"{path}: directory {path.parent} does not exist.")
@@ -304,17 +278,28 @@ class Parameters:
 
 
 # ----------------------------------------------------------------------------- validation
-_REQUIRED, _OMIT = object(), object()
-
-
-class _Check(NamedTuple):
-    what: str  # what is expected, for messages
-    fn: Callable[[Any, str], Any]  # (value, key path) -> normalised value
-
-
-class _Field(NamedTuple):
-    check: _Check
-    default: Any = _REQUIRED  # _REQUIRED, _OMIT (left out when absent) or a default value
+_REQ, _OMIT = object(), object()  # "required" and "left out when absent" defaults
+_INF_WORDS = ("inf", "+inf", ".inf", "infinity")
+_WHAT = {
+    "bool": "a boolean (YAML true/false)",
+    "int": "an integer >= 1",
+    "nside": "an integer >= 1 that is a power of 2",
+    "real": "a finite number",
+    "real>=0": "a finite number >= 0",
+    "real>=1": "a finite number >= 1",
+    "real|inf": "a number or 'inf'",
+    "str": "a non-empty string",
+    "unit": "an astropy unit string",
+    "unit:deg": "an astropy angle unit string (e.g. deg)",
+    "unit:keV": "an astropy energy unit string (e.g. keV)",
+    "edges": "a list of at least two finite numbers, strictly increasing",
+    "fluxes": "a list of finite numbers >= 0",
+    "ranges": "a mapping of background name to [lower, upper] (numbers >= 0, lower <= upper), "
+    "e.g. {albedo: [0.9, 1.1]}, or nothing for [0.0, 100.0] each",
+    "prior": "a mapping of prior name to its settings",
+    "mapping": "a mapping",
+}
+_PRIOR_NAMES = ("TSV", "entropy", "gamma")
 
 
 def _bad(path: str, value: Any, what: str, choices: Iterable[Any] | None = None) -> ParameterError:
@@ -324,125 +309,6 @@ def _bad(path: str, value: Any, what: str, choices: Iterable[Any] | None = None)
     return ParameterError(msg + ".")
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-
-
-def _int(minimum: int, power_of_two: bool = False) -> _Check:
-    what = f"an integer >= {minimum}" + (" that is a power of 2" if power_of_two else "")
-
-    def fn(value: Any, path: str) -> int:
-        ok = _is_real(value) and isinstance(value, numbers.Integral) and value >= minimum
-        if not ok or (power_of_two and int(value) & (int(value) - 1)):
-            raise _bad(path, value, what)
-        return int(value)
-
-    return _Check(what, fn)
-
-
-def _real(minimum: float | None = None, finite: bool = True, inf_text: bool = False) -> _Check:
-    what = "a number" + (f" >= {minimum}" if minimum is not None else "")
-    what += "" if finite else " (inf allowed)"
-
-    def fn(value: Any, path: str) -> float:
-        if inf_text and isinstance(value, str) and value.strip().lower() in _INF_WORDS:
-            value = math.inf
-        if not _is_real(value) or math.isnan(value) or (finite and math.isinf(value)):
-            raise _bad(path, value, what)
-        if minimum is not None and value < minimum:
-            raise _bad(path, value, what)
-        return float(value)
-
-    return _Check(what, fn)
-
-
-_INF_WORDS = ("inf", "+inf", ".inf", "infinity")
-
-
-def _bool_fn(value: Any, path: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise _bad(path, value, "a boolean (YAML true/false)")
-    return bool(value)
-
-
-_BOOL = _Check("a boolean (YAML true/false)", _bool_fn)
-
-
-def _choice(choices: Iterable[str]) -> _Check:
-    options = tuple(choices)
-
-    def fn(value: Any, path: str) -> str:
-        if not isinstance(value, str) or value not in options:
-            raise _bad(path, value, "one of the listed names", options)
-        return value
-
-    return _Check(f"one of {', '.join(options)}", fn)
-
-
-def _text_fn(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _bad(path, value, "a non-empty string")
-    return value
-
-
-_TEXT = _Check("a non-empty string", _text_fn)
-
-
-def _unit(equivalent: str | None = None) -> _Check:
-    what = "an astropy unit string" + (f" convertible to {equivalent}" if equivalent else "")
-
-    def fn(value: Any, path: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise _bad(path, value, what)
-        from astropy import units as u  # lazy: astropy is slow to import
-
-        try:
-            unit = u.Unit(value)
-        except (ValueError, TypeError) as exc:
-            raise _bad(path, value, f"{what} (astropy says: {exc})") from exc
-        if equivalent is not None and not unit.is_equivalent(u.Unit(equivalent)):
-            raise _bad(path, value, what)
-        return value
-
-    return _Check(what, fn)
-
-
-def _numbers(minimum: float | None = None, increasing: bool = False) -> _Check:
-    what = "a list of finite numbers" + (f" >= {minimum}" if minimum is not None else "")
-    what += ", at least two, strictly increasing" if increasing else ""
-    element = _real(minimum)
-
-    def fn(value: Any, path: str) -> list[float]:
-        if not isinstance(value, list | tuple) or not value or (increasing and len(value) < 2):
-            raise _bad(path, value, what)
-        out = [element.fn(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        if increasing and any(b <= a for a, b in zip(out[:-1], out[1:])):
-            raise _bad(path, value, what)
-        return out
-
-    return _Check(what, fn)
-
-
-def _ranges_fn(value: Any, path: str) -> dict | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise _bad(path, value, "a mapping of background name to [lower, upper], e.g. "
-                   "{albedo: [0.9, 1.1]}, or nothing for [0.0, 100.0] each")
-    out = {}
-    bound = _real(0.0, finite=False)
-    for name, pair in value.items():
-        sub = _join(path, name)
-        what = "a list [lower, upper] of two numbers >= 0 with lower <= upper"
-        if not isinstance(pair, list | tuple) or len(pair) != 2:
-            raise _bad(sub, pair, what)
-        lo, hi = (bound.fn(v, sub) for v in pair)
-        if lo > hi:
-            raise _bad(sub, pair, what)
-        out[name] = [lo, hi]
-    return out
-
-
 def _unknown_key(path: str, key: Any, value: Any, valid: Iterable[Any]) -> ParameterError:
     return ParameterError(
         f"{_join(path, key)}: unknown key (value {_show(value)}); expected one of the valid "
@@ -450,35 +316,92 @@ def _unknown_key(path: str, key: Any, value: Any, valid: Iterable[Any]) -> Param
     )
 
 
-def _section(
-    fields: Mapping[str, _Field], post: Callable[[dict, str], None] | None = None
-) -> _Check:
-    what = "a mapping with keys " + ", ".join(fields)
-
-    def fn(value: Any, path: str) -> dict:
-        value = {} if value is None else value
-        if not isinstance(value, Mapping):
-            raise _bad(path, value, what)
-        for key in value:
-            if key not in fields:
-                raise _unknown_key(path, key, value[key], fields)
-        out = {}
-        for name, field in fields.items():
-            sub = _join(path, name)
-            if name in value:
-                out[name] = field.check.fn(value[name], sub)
-            elif field.default is _REQUIRED:
-                raise ParameterError(f"{sub}: missing required key; expected {field.check.what}.")
-            elif field.default is not _OMIT:
-                out[name] = field.check.fn(copy.deepcopy(field.default), sub)
-        if post is not None:
-            post(out, path)
-        return out
-
-    return _Check(what, fn)
+def _what(spec: Any) -> str:
+    if isinstance(spec, dict):
+        return "a mapping with keys " + ", ".join(spec)
+    if isinstance(spec, tuple):
+        return "one of " + ", ".join(spec)
+    return _WHAT[spec]
 
 
-def _loose_tree(node: Any, path: str) -> Any:
+def _real(value: Any, path: str, kind: str = "real") -> float:
+    if kind == "real|inf" and isinstance(value, str) and value.strip().lower() in _INF_WORDS:
+        value = math.inf
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+    if ok and (math.isnan(value) or (math.isinf(value) and kind != "real|inf")):
+        ok = False
+    if not ok or value < {"real>=0": 0.0, "real>=1": 1.0}.get(kind, -math.inf):
+        raise _bad(path, value, _WHAT[kind])
+    return float(value)
+
+
+def _unit(value: Any, path: str, kind: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(path, value, _WHAT[kind])
+    from astropy import units as u  # lazy: astropy is slow to import
+
+    try:
+        unit = u.Unit(value)
+    except (ValueError, TypeError) as exc:
+        raise _bad(path, value, f"{_WHAT[kind]} (astropy: {exc})") from exc
+    if kind != "unit" and not unit.is_equivalent(u.Unit(kind[5:])):
+        raise _bad(path, value, _WHAT[kind])
+    return value
+
+
+def _leaf(kind: Any, value: Any, path: str) -> Any:
+    """Check one value against ``kind`` (a name in ``_WHAT`` or a tuple of choices)."""
+    if isinstance(kind, tuple):
+        if not isinstance(value, str) or value not in kind:
+            raise _bad(path, value, "one of the listed names", kind)
+        return value
+    if kind == "bool" and isinstance(value, bool | np.bool_):
+        return bool(value)
+    if kind in ("int", "nside"):
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+        if ok and value >= 1 and (kind == "int" or not int(value) & (int(value) - 1)):
+            return int(value)
+    elif kind.startswith("real"):
+        return _real(value, path, kind)
+    elif kind == "str" and isinstance(value, str) and value.strip():
+        return value
+    elif kind.startswith("unit"):
+        return _unit(value, path, kind)
+    elif kind in ("edges", "fluxes") and isinstance(value, list | tuple):
+        out = [_real(v, f"{path}[{i}]", "real>=0" if kind == "fluxes" else "real")
+               for i, v in enumerate(value)]
+        if kind == "fluxes" and out or len(out) >= 2 and all(np.diff(out) > 0):
+            return out
+    elif kind == "ranges":
+        return _ranges(value, path)
+    elif kind == "prior":
+        return _prior(value, path)
+    elif kind == "mapping":
+        return _as_dict(value, path)
+    elif kind == "ignored":
+        logger.warning("%s: ignored by RLsimple (it always runs iteration_max iterations)", path)
+        return _plain(value)
+    raise _bad(path, value, _WHAT[kind])
+
+
+def _ranges(value: Any, path: str) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _bad(path, value, _WHAT["ranges"])
+    out = {}
+    for name, pair in value.items():
+        sub = _join(path, name)
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise _bad(sub, pair, "a list [lower, upper] of two numbers >= 0, lower <= upper")
+        lo, hi = (_real(v, sub, "real|inf") for v in pair)
+        if not 0.0 <= lo <= hi:
+            raise _bad(sub, pair, "a list [lower, upper] of two numbers >= 0, lower <= upper")
+        out[name] = [lo, hi]
+    return out
+
+
+def _loose(node: Any, path: str) -> Any:
     """Copy a loosely checked prior sub-tree, normalising numbers, 'inf' and units."""
     if not isinstance(node, Mapping):
         return _plain(node)
@@ -486,92 +409,102 @@ def _loose_tree(node: Any, path: str) -> Any:
     for key, value in node.items():
         sub = _join(path, key)
         if key in ("value", "coefficient") and not isinstance(value, Mapping | list):
-            out[key] = _real(finite=False, inf_text=True).fn(value, sub)
-        elif key == "unit":
-            out[key] = _unit().fn(value, sub)
+            out[key] = _real(value, sub, "real|inf")
         else:
-            out[key] = _loose_tree(value, sub)
+            out[key] = _unit(value, sub, "unit") if key == "unit" else _loose(value, sub)
     return out
 
 
-_PRIOR_NAMES = ("TSV", "entropy", "gamma")
-
-
-def _prior_fn(value: Any, path: str) -> dict:
-    if value is None:
-        return {}
+def _prior(value: Any, path: str) -> dict:
     if not isinstance(value, Mapping):
-        raise _bad(path, value, "a mapping of prior name to its settings", _PRIOR_NAMES)
-    out = {}
+        raise _bad(path, value, _WHAT["prior"], _PRIOR_NAMES)
     for name, sub in value.items():
         if name not in _PRIOR_NAMES:
             raise _unknown_key(path, name, sub, _PRIOR_NAMES)
         if not isinstance(sub, Mapping):
             raise _bad(_join(path, name), sub, "a mapping, e.g. {coefficient: 1.0}")
-        out[name] = _loose_tree(sub, _join(path, name))
+    return {name: _loose(sub, _join(path, name)) for name, sub in value.items()}
+
+
+def _check(spec: Any, value: Any, path: str) -> Any:
+    """Validate ``value`` against ``spec``: a section (dict of (spec, default)) or a leaf."""
+    if not isinstance(spec, dict):
+        return _leaf(spec, value, path)
+    value = {} if value is None else value
+    if not isinstance(value, Mapping):
+        raise _bad(path, value, _what(spec))
+    for key in value:
+        if key not in spec:
+            raise _unknown_key(path, key, value[key], spec)
+    out = {}
+    for name, (sub_spec, default) in spec.items():
+        sub = _join(path, name)
+        if name in value:
+            out[name] = _check(sub_spec, value[name], sub)
+        elif default is _REQ:
+            raise ParameterError(f"{sub}: missing required key; expected {_what(sub_spec)}.")
+        elif default is not _OMIT:
+            out[name] = _check(sub_spec, copy.deepcopy(default), sub)
     return out
 
 
-def _ignored_by(algorithm: str) -> _Check:
-    def fn(value: Any, path: str) -> Any:
-        logger.warning("%s: ignored by %s (it always runs iteration_max iterations)", path, algorithm)
-        return _plain(value)
+_OFF = ("bool", False)
+_COMMON = {  # key: (spec, default); a spec is a section dict, a _WHAT name or choices
+    "iteration_max": ("int", 1),
+    "minimum_flux": ({"value": ("real>=0", 0.0), "unit": ("unit", FLUX_UNIT)}, {}),
+    "background_normalization_optimization": ({"activate": _OFF, "range": ("ranges", None)}, {}),
+    "save_results": ({"activate": _OFF, "directory": ("str", "./results"),
+                      "only_final_result": _OFF}, {}),
+}
+_EM_FILTERS = {
+    "response_weighting": ({"activate": _OFF, "index": ("real", 0.5)}, {}),
+    "acceleration": ({"activate": _OFF, "alpha_max": ("real>=1", 1.0),
+                      "algorithm": (("MaxStep", "LineSearch", "SQUAREM"), "MaxStep")}, {}),
+}
+_FWHM = {"value": ("real>=0", _REQ), "unit": ("unit:deg", _REQ)}
 
-    return _Check("anything (ignored)", fn)
+
+def _stopping(*statistics: str) -> tuple[dict, dict]:
+    return {"statistics": (statistics, statistics[0]), "threshold": ("real", 1.0e-2)}, {}
 
 
-def _need_fwhm(out: dict, path: str) -> None:
-    if out["activate"] and "FWHM" not in out:
+_SCHEMAS: dict[str, dict] = {
+    "RLsimple": {**_COMMON},
+    "RL": {
+        **_COMMON,
+        **_EM_FILTERS,
+        "smoothing": ({"activate": _OFF, "FWHM": (_FWHM, _OMIT)}, {}),
+        "stopping_criteria": _stopping("log-likelihood"),
+    },
+    "MAP_RL": {
+        **_COMMON,
+        **_EM_FILTERS,
+        "stopping_criteria": _stopping("log-posterior", "log-likelihood"),
+        "prior": ("prior", {}),
+    },
+}
+_MODEL_PROPERTY = {
+    "coordinate": ("str", "galactic"),
+    "nside": ("nside", _REQ),
+    "scheme": (("ring", "nested"), "ring"),
+    "energy_edges": ({"value": ("edges", _REQ), "unit": ("unit:keV", _REQ)}, _REQ),
+    "unit": ("unit", FLUX_UNIT),
+}
+_MODEL_INIT = {
+    "algorithm": (("flat",), "flat"),
+    "parameter": ({"value": ("fluxes", _REQ), "unit": ("unit", FLUX_UNIT)}, _REQ),
+}
+
+
+def _algorithm_parameters(schema: str, parameter: Any, path: str) -> dict:
+    out = _check(_SCHEMAS[schema], _as_dict(parameter, path), path)
+    smoothing = out.get("smoothing", {})
+    if smoothing.get("activate") and "FWHM" not in smoothing:
         raise ParameterError(
-            f"{path}:FWHM: missing although {path}:activate is true; expected "
-            "{value: number >= 0, unit: angle unit such as deg}."
+            f"{path}:smoothing:FWHM: missing although {path}:smoothing:activate is true; "
+            f"expected {_what(_FWHM)} (e.g. {{value: 2.0, unit: deg}})."
         )
-
-
-def _stopping(statistics: tuple[str, ...]) -> _Field:
-    fields = {"statistics": _Field(_choice(statistics), statistics[0]),
-              "threshold": _Field(_real(), 1.0e-2)}
-    return _Field(_section(fields), {})
-
-
-def _activate(**fields: _Field) -> _Field:
-    return _Field(_section({"activate": _Field(_BOOL, False), **fields}), {})
-
-
-_COMMON = {
-    "iteration_max": _Field(_int(1), 1),
-    "minimum_flux": _Field(
-        _section({"value": _Field(_real(0.0), 0.0), "unit": _Field(_unit(), FLUX_UNIT)}), {}
-    ),
-    "background_normalization_optimization": _activate(range=_Field(_Check("", _ranges_fn), None)),
-    "save_results": _activate(
-        directory=_Field(_TEXT, "./results"), only_final_result=_Field(_BOOL, False)
-    ),
-}
-_WEIGHTING = _activate(index=_Field(_real(), 0.5))
-_ACCELERATION = _activate(
-    alpha_max=_Field(_real(1.0), 1.0),
-    algorithm=_Field(_choice(("MaxStep", "LineSearch", "SQUAREM")), "MaxStep"),
-)
-_FWHM = _section({"value": _Field(_real(0.0)), "unit": _Field(_unit("deg"))})
-_SCHEMAS: dict[str, _Check] = {
-    "RLsimple": _section({**_COMMON, "stopping_criteria": _Field(_ignored_by("RLsimple"), _OMIT)}),
-    "RL": _section({
-        **_COMMON,
-        "response_weighting": _WEIGHTING,
-        "acceleration": _ACCELERATION,
-        "smoothing": _Field(_section({"activate": _Field(_BOOL, False),
-                                      "FWHM": _Field(_FWHM, _OMIT)}, post=_need_fwhm), {}),
-        "stopping_criteria": _stopping(("log-likelihood",)),
-    }),
-    "MAP_RL": _section({
-        **_COMMON,
-        "response_weighting": _WEIGHTING,
-        "acceleration": _ACCELERATION,
-        "stopping_criteria": _stopping(("log-posterior", "log-likelihood")),
-        "prior": _Field(_Check("a mapping of priors", _prior_fn), {}),
-    }),
-}
+    return out
 
 
 def validate_algorithm_parameters(algorithm: str, parameter: Any = None) -> dict:
@@ -600,53 +533,9 @@ def validate_algorithm_parameters(algorithm: str, parameter: Any = None) -> dict
     >>> p["acceleration"], p["iteration_max"]
     ({'activate': True, 'alpha_max': 1.0, 'algorithm': 'MaxStep'}, 1)
     """
-    path = "deconvolution:parameter"
     if not isinstance(algorithm, str) or algorithm not in _SCHEMAS:
         raise _bad("deconvolution:algorithm", algorithm, "an algorithm name", KNOWN_ALGORITHMS)
-    return _SCHEMAS[algorithm].fn(_as_dict(parameter, path), path)
-
-
-def _model_section(model_classes: tuple[str, ...]) -> _Check:
-    prop = _section({
-        "coordinate": _Field(_TEXT, "galactic"),
-        "nside": _Field(_int(1, power_of_two=True)),
-        "scheme": _Field(_choice(("ring", "nested")), "ring"),
-        "energy_edges": _Field(_section({"value": _Field(_numbers(increasing=True)),
-                                         "unit": _Field(_unit("keV"))})),
-        "unit": _Field(_unit(), FLUX_UNIT),
-    })
-    init = _section({
-        "algorithm": _Field(_choice(("flat",)), "flat"),
-        "parameter": _Field(_section({"value": _Field(_numbers(0.0)),
-                                      "unit": _Field(_unit(), FLUX_UNIT)})),
-    })
-
-    def one_value_per_bin(out: dict, path: str) -> None:
-        n_bins = len(out["property"]["energy_edges"]["value"]) - 1
-        values = out["initialization"]["parameter"]["value"]
-        if len(values) != n_bins:
-            raise _bad(f"{path}:initialization:parameter:value", values,
-                       f"{n_bins} numbers, one per energy bin (len(energy_edges:value) - 1)")
-
-    fields = {"class": _Field(_choice(model_classes)), "property": _Field(prop),
-              "initialization": _Field(init)}
-    return _section(fields, post=one_value_per_bin)
-
-
-def _deconvolution_section(algorithms: Mapping[str, str]) -> _Check:
-    def by_algorithm(out: dict, path: str) -> None:
-        name = out["algorithm"]
-        schema = algorithms[name] if algorithms[name] in _SCHEMAS else name
-        sub = f"{path}:parameter"
-        if schema in _SCHEMAS:
-            out["parameter"] = _SCHEMAS[schema].fn(out["parameter"], sub)
-        else:
-            out["parameter"] = _as_dict(out["parameter"], sub)
-            logger.debug("%s: no built-in schema for %r; left to the algorithm", sub, name)
-
-    loose = _Check("a mapping", lambda value, path: value)
-    fields = {"algorithm": _Field(_choice(algorithms)), "parameter": _Field(loose, {})}
-    return _section(fields, post=by_algorithm)
+    return _algorithm_parameters(algorithm, parameter, "deconvolution:parameter")
 
 
 def validate_run_parameters(
@@ -667,9 +556,9 @@ def validate_run_parameters(
         Accepted ``model_definition:class`` names.
     algorithms : Mapping[str, str], optional
         Accepted ``deconvolution:algorithm`` names, each mapped to the built-in schema
-        (``RL``, ``RLsimple``, ``MAP_RL``) that checks its parameters. When neither the
-        value nor the key names a built-in schema, the parameters are only checked to be a
-        mapping. Default: the built-in algorithms.
+        (``RL``, ``RLsimple`` or ``MAP_RL``) that checks its parameters; when neither the
+        value nor the key names one, the parameters are only checked to be a mapping.
+        Default: the built-in algorithms.
 
     Returns
     -------
@@ -687,18 +576,37 @@ def validate_run_parameters(
     ...        "property": {"nside": 4, "energy_edges": {"value": [100, 200], "unit": "keV"}},
     ...        "initialization": {"parameter": {"value": [1e-4]}}},
     ...        "deconvolution": {"algorithm": "RLsimple"}}
-    >>> v = validate_run_parameters(run, model_classes=["AllSkyImage"], algorithms={"RLsimple": "RLsimple"})
+    >>> v = validate_run_parameters(run, model_classes=["AllSkyImage"],
+    ...                             algorithms={"RLsimple": "RLsimple"})
     >>> v["model_definition:property:scheme"], v["deconvolution:parameter:iteration_max"]
     ('ring', 1)
     """
     classes = (model_classes,) if isinstance(model_classes, str) else tuple(model_classes)
     algos = dict(algorithms) if algorithms is not None else {n: n for n in KNOWN_ALGORITHMS}
     data = _as_dict(params, "parameters")
-    for key, check in (("model_definition", _model_section(classes)),
-                       ("deconvolution", _deconvolution_section(algos))):
+    model_spec = {"class": (classes, _REQ), "property": (_MODEL_PROPERTY, _REQ),
+                  "initialization": (_MODEL_INIT, _REQ)}
+    deconv_spec = {"algorithm": (tuple(algos), _REQ), "parameter": ("mapping", {})}
+    for key, spec in (("model_definition", model_spec), ("deconvolution", deconv_spec)):
         if key not in data:
-            raise ParameterError(f"{key}: missing required top-level key; expected {check.what}.")
-        data[key] = check.fn(data[key], key)
+            raise ParameterError(f"{key}: missing required top-level key; expected {_what(spec)}.")
+        data[key] = _check(spec, data[key], key)
+
+    model = data["model_definition"]
+    n_bins = len(model["property"]["energy_edges"]["value"]) - 1
+    values = model["initialization"]["parameter"]["value"]
+    if len(values) != n_bins:
+        raise _bad("model_definition:initialization:parameter:value", values,
+                   f"{n_bins} numbers, one per energy bin (len(energy_edges:value) - 1)")
+
+    deconv = data["deconvolution"]
+    name = deconv["algorithm"]
+    schema = algos[name] if algos[name] in _SCHEMAS else name
+    if schema in _SCHEMAS:
+        deconv["parameter"] = _algorithm_parameters(schema, deconv["parameter"],
+                                                    "deconvolution:parameter")
+    else:
+        logger.debug("deconvolution:parameter: no built-in schema for %r; not checked", name)
     out = Parameters(data)
     out.path = getattr(params, "path", None) or getattr(params, "config_path", None)
     return out

@@ -28,8 +28,10 @@ True
 
 from __future__ import annotations
 
+import collections
+import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -52,6 +54,7 @@ class EMOptions(NamedTuple):
     smoothing: bool = False
     acceleration: bool = False
     optimize_bkg: bool = False
+    nest: bool = False  # HEALPix scheme of the image, for smoothing
 
 
 class EMParams(NamedTuple):
@@ -149,19 +152,28 @@ def calc_alpha(model: jax.Array, delta: jax.Array, mask: jax.Array,
     return jnp.maximum(jnp.minimum(jnp.min(ratio), alpha_max), 1.0)
 
 
-def _healpy_smooth(delta: np.ndarray, fwhm: np.ndarray) -> np.ndarray:
+def _healpy_smooth(delta: np.ndarray, fwhm: np.ndarray, nest: bool) -> np.ndarray:
     import healpy as hp
 
-    out = np.empty_like(delta)
+    out = np.empty(delta.shape, dtype=delta.dtype)
     for e in range(delta.shape[1]):
-        out[:, e] = hp.smoothing(np.ascontiguousarray(delta[:, e]), fwhm=float(fwhm))
+        m = np.array(delta[:, e], dtype=np.float64)
+        if nest:
+            m = hp.reorder(m, n2r=True)
+        s = hp.smoothing(m, fwhm=float(fwhm))
+        out[:, e] = hp.reorder(s, r2n=True) if nest else s
     return out
 
 
-def smooth(delta: jax.Array, fwhm_rad: jax.Array) -> jax.Array:
-    """Gaussian beam smoothing of each energy bin on the sphere (healpy, via a callback)."""
+def smooth(delta: jax.Array, fwhm_rad: jax.Array, nest: bool = False) -> jax.Array:
+    """Gaussian beam smoothing of each energy bin on the sphere (healpy, via a callback).
+
+    healpy's spherical-harmonic smoothing is what cosipy applies; calling it keeps the
+    numbers identical.  It runs on the host, once per iteration, on a model-sized map.
+    """
     shape = jax.ShapeDtypeStruct(delta.shape, delta.dtype)
-    return jax.pure_callback(_healpy_smooth, shape, delta, fwhm_rad)
+    return jax.pure_callback(functools.partial(_healpy_smooth, nest=nest), shape, delta,
+                             fwhm_rad)
 
 
 def state_loglik(model: jax.Array, datasets: Sequence[fm.Dataset],
@@ -204,7 +216,7 @@ def step(state: EMState, datasets: Sequence[fm.Dataset], params: EMParams,
     if options.weighting:
         processed = processed * params.weight
     if options.smoothing and not options.simple:
-        processed = smooth(processed, params.smoothing_fwhm)
+        processed = smooth(processed, params.smoothing_fwhm, options.nest)
     if options.acceleration and not options.simple:
         alpha = calc_alpha(state.model, processed, params.mask, params.alpha_max)
     else:
@@ -221,16 +233,20 @@ def step(state: EMState, datasets: Sequence[fm.Dataset], params: EMParams,
     return new_state, EMInfo(delta, processed, alpha, loglik)
 
 
-def build_step(options: EMOptions, on_trace: Callable[[], None] | None = None):
-    """A jitted ``step(state, datasets, params)`` for fixed options.
+TRACE_COUNT: collections.Counter = collections.Counter()
+"""How often the jitted step of each :class:`EMOptions` was traced (compiled)."""
 
-    ``on_trace`` is called each time the function is traced (tests use it to prove that
-    iterations do not recompile).
+
+@functools.lru_cache(maxsize=64)
+def build_step(options: EMOptions):
+    """A jitted ``step(state, datasets, params)`` for fixed options (cached per options).
+
+    Arrays are arguments, so new data of the same shapes and new numbers in
+    :class:`EMParams` reuse the compiled code; :data:`TRACE_COUNT` counts the traces.
     """
 
     def _step(state, datasets, params):
-        if on_trace is not None:
-            on_trace()
+        TRACE_COUNT[options] += 1
         return step(state, datasets, params, options)
 
-    return jax.jit(_step, donate_argnums=())
+    return jax.jit(_step)

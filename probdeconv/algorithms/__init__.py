@@ -1,0 +1,1 @@
+"""Deconvolution algorithms: pure init/step cores (em) and cosipy-compatible classes."""

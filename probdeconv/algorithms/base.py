@@ -1,0 +1,146 @@
+"""``DeconvolutionAlgorithmBase``: cosipy's hook interface over pure ``init``/``step`` cores.
+
+A subclass implements the hooks (``initialization``, ``pre_processing``, ``Estep``,
+``Mstep``, ``post_processing``, ``register_result``, ``check_stopping_criteria``,
+``finalization``); :meth:`DeconvolutionAlgorithmBase.iteration` calls them in that order.
+probdeconv's own algorithms run one whole jitted ``step`` in ``Mstep`` and only convert
+its outputs to histograms in ``post_processing``.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from ..config import Parameters, validate_algorithm_parameters
+from ..errors import DataError
+from ..histogram import Histogram
+
+__all__ = ["DeconvolutionAlgorithmBase"]
+
+logger = logging.getLogger(__name__)
+
+
+class DeconvolutionAlgorithmBase(ABC):
+    """Base of the deconvolution algorithms (cosipy-compatible hook interface).
+
+    Parameters
+    ----------
+    initial_model : ModelBase
+        Starting image (taken as given: masked pixels are not zeroed here).
+    dataset : list of data interfaces
+        Fitted jointly; exposure maps and back-projections are summed.
+    mask : Histogram of bool or None
+        True marks a free pixel.
+    parameter : dict, Parameters or yayc.Configurator
+        The ``deconvolution:parameter`` tree of a parameter file (colon paths work).
+    """
+
+    algorithm_name: str = ""
+
+    def __init__(self, initial_model, dataset, mask, parameter):
+        self.initial_model = initial_model
+        if not isinstance(dataset, list | tuple):
+            dataset = [dataset]
+        if not dataset:
+            raise DataError("dataset: empty list; give at least one data interface "
+                            "(e.g. DataIF_COSI_DC2.load(...)).")
+        self.dataset = list(dataset)
+        self.mask = mask
+        self._check_mask()
+        raw = parameter.to_dict() if isinstance(parameter, Parameters) else Parameters(
+            parameter).to_dict()
+        self.parameter = Parameters(validate_algorithm_parameters(self.algorithm_name, raw))
+        self.results: list[dict[str, Any]] = []
+        keys: list[str] = []
+        for data in self.dataset:
+            for key in data.keys_bkg_models():
+                if key not in keys:
+                    keys.append(key)
+        self.dict_bkg_norm = {key: 1.0 for key in keys}
+        self.dict_dataset_indexlist_for_bkg_models = {
+            key: [i for i, d in enumerate(self.dataset) if key in d.keys_bkg_models()]
+            for key in keys
+        }
+        self.iteration_count = 0
+        self.iteration_max = int(self.parameter.get("iteration_max", 1))
+
+    def _check_mask(self) -> None:
+        if self.mask is None:
+            return
+        shape = np.shape(np.asarray(self.mask))
+        want = tuple(self.initial_model.axes.nbins)
+        if shape != want:
+            raise DataError(f"mask has shape {shape}; expected {want} (the model axes "
+                            f"{list(self.initial_model.axes.labels)}). Build it as "
+                            "Histogram(model.axes, contents=np.ones(shape, bool)).")
+
+    # ------------------------------------------------------------------ hooks
+    @abstractmethod
+    def initialization(self): ...
+
+    @abstractmethod
+    def pre_processing(self): ...
+
+    @abstractmethod
+    def Estep(self): ...  # noqa: N802 (cosipy name)
+
+    @abstractmethod
+    def Mstep(self): ...  # noqa: N802 (cosipy name)
+
+    @abstractmethod
+    def post_processing(self): ...
+
+    @abstractmethod
+    def register_result(self): ...
+
+    @abstractmethod
+    def check_stopping_criteria(self) -> bool: ...
+
+    @abstractmethod
+    def finalization(self): ...
+
+    def iteration(self) -> bool:
+        """Run one iteration through the hooks; True when the run should stop."""
+        self.iteration_count += 1
+        logger.debug("iteration %d/%d", self.iteration_count, self.iteration_max)
+        self.pre_processing()
+        self.Estep()
+        self.Mstep()
+        self.post_processing()
+        self.register_result()
+        return bool(self.check_stopping_criteria())
+
+    # ------------------------------------------------------------------ dataset helpers
+    def calc_expectation_list(self, model, dict_bkg_norm=None, almost_zero=1e-12) -> list:
+        return [d.calc_expectation(model, dict_bkg_norm=dict_bkg_norm, almost_zero=almost_zero)
+                for d in self.dataset]
+
+    def calc_loglikelihood_list(self, expectation_list) -> list[float]:
+        return [d.calc_log_likelihood(e) for d, e in zip(self.dataset, expectation_list)]
+
+    calc_log_likelihood_list = calc_loglikelihood_list
+
+    def calc_summed_exposure_map(self) -> Histogram:
+        total = self.dataset[0].exposure_map.copy()
+        for d in self.dataset[1:]:
+            total += d.exposure_map
+        return total
+
+    def calc_summed_bkg_model(self, key: str) -> float:
+        return float(sum(self.dataset[i].summed_bkg_model(key)
+                         for i in self.dict_dataset_indexlist_for_bkg_models[key]))
+
+    def calc_summed_T_product(self, dataspace_histogram_list) -> Histogram:  # noqa: N802
+        parts = [d.calc_T_product(h) for d, h in zip(self.dataset, dataspace_histogram_list)]
+        total = parts[0]
+        for p in parts[1:]:
+            total = total + p
+        return total
+
+    def calc_summed_bkg_model_product(self, key, dataspace_histogram_list) -> float:
+        return float(sum(self.dataset[i].calc_bkg_model_product(key, dataspace_histogram_list[i])
+                         for i in self.dict_dataset_indexlist_for_bkg_models[key]))

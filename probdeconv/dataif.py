@@ -1,0 +1,334 @@
+"""Data interfaces: event histogram, backgrounds, response and CCM of one dataset.
+
+:class:`DataIF_COSI_DC2` checks the axes of its inputs once, converts them to the arrays
+of a :class:`probdeconv.forward.Dataset`, and answers the cosipy data-interface methods
+(``calc_expectation``, ``calc_T_product``, ...) by calling the forward model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from abc import ABC, abstractmethod
+
+import astropy.units as u
+import jax.numpy as jnp
+import numpy as np
+
+from . import forward as fm
+from .errors import AxisMismatchError, DataError
+from .histogram import Axes, Histogram, as_histogram
+from .response import CoordsysConversionMatrix, FullDetectorResponse
+
+__all__ = ["ImageDeconvolutionDataInterfaceBase", "DataIF_COSI_DC2"]
+
+logger = logging.getLogger(__name__)
+
+DATA_AXES_GALACTIC = ("Em", "Phi", "PsiChi")
+
+
+def _values(h: Histogram, unit=None) -> np.ndarray:
+    """Dense float64 contents of a histogram, converted to ``unit`` when both have units."""
+    h = h.to_dense() if h.is_sparse else h
+    c = h.contents
+    if isinstance(c, u.Quantity):
+        c = c.to_value(unit) if unit is not None else c.value
+    return np.asarray(c, dtype=np.float64)
+
+
+def _edges_value(axis) -> np.ndarray:
+    e = axis.edges
+    return np.asarray(e.value if isinstance(e, u.Quantity) else e, dtype=np.float64)
+
+
+def _check_axis(a, b, what_a: str, what_b: str) -> None:
+    """Equal edges (converted to a common unit where both have one) or AxisMismatchError."""
+    ea, eb = _edges_value(a), _edges_value(b)
+    if a.unit is not None and b.unit is not None and a.unit != b.unit:
+        try:
+            eb = (eb * b.unit).to_value(a.unit)
+        except u.UnitConversionError as exc:
+            raise AxisMismatchError(
+                f"axis {a.label!r}: unit {a.unit} in the {what_a} but {b.unit} in the "
+                f"{what_b}; they cannot be converted. Use histograms binned alike."
+            ) from exc
+    same = ea.shape == eb.shape and np.allclose(ea, eb, rtol=1e-9, atol=0)
+    if not same:
+        raise AxisMismatchError(
+            f"axis {a.label!r} differs between the {what_a} and the {what_b}:\n"
+            f"  {what_a}: {ea.tolist()} {a.unit or ''}\n"
+            f"  {what_b}: {eb.tolist()} {b.unit or ''}\n"
+            "Rebin one of them so that both use the same bin edges."
+        )
+    for attr in ("nside", "scheme"):
+        va, vb = getattr(a, attr, None), getattr(b, attr, None)
+        if va is not None and vb is not None and va != vb:
+            raise AxisMismatchError(
+                f"axis {a.label!r}: {attr} {va} in the {what_a} but {vb} in the {what_b}."
+            )
+
+
+class ImageDeconvolutionDataInterfaceBase(ABC):
+    """Base of the data interfaces: what a deconvolution algorithm may ask of a dataset."""
+
+    def __init__(self, name: str | None = None):
+        self._name = name
+        self._event: Histogram | None = None
+        self._bkg_models: dict[str, Histogram] = {}
+        self._summed_bkg_models: dict[str, float] = {}
+        self._exposure_map: Histogram | None = None
+        self._model_axes: Axes | None = None
+        self._data_axes: Axes | None = None
+
+    @property
+    def name(self) -> str | None:
+        return self._name
+
+    @property
+    def event(self) -> Histogram:
+        return self._event
+
+    @property
+    def exposure_map(self) -> Histogram:
+        return self._exposure_map
+
+    @property
+    def model_axes(self) -> Axes:
+        return self._model_axes
+
+    @property
+    def data_axes(self) -> Axes:
+        return self._data_axes
+
+    def keys_bkg_models(self) -> list[str]:
+        return list(self._bkg_models.keys())
+
+    def bkg_model(self, key: str) -> Histogram:
+        if key not in self._bkg_models:
+            raise DataError(f"dataset {self.name!r}: no background model {key!r}; "
+                            f"available: {self.keys_bkg_models()}.")
+        return self._bkg_models[key]
+
+    def summed_bkg_model(self, key: str) -> float:
+        self.bkg_model(key)
+        return self._summed_bkg_models[key]
+
+    @abstractmethod
+    def calc_expectation(self, model, dict_bkg_norm=None, almost_zero=1e-12) -> Histogram: ...
+
+    @abstractmethod
+    def calc_T_product(self, dataspace_histogram) -> Histogram: ...
+
+    @abstractmethod
+    def calc_bkg_model_product(self, key, dataspace_histogram) -> float: ...
+
+    @abstractmethod
+    def calc_log_likelihood(self, expectation) -> float: ...
+
+    def calc_loglikelihood(self, expectation) -> float:
+        """Alias of :meth:`calc_log_likelihood` (older cosipy spelling)."""
+        return self.calc_log_likelihood(expectation)
+
+
+class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosipy name)
+    """Data interface for COSI binned data (galactic or spacecraft-frame Compton data space).
+
+    Examples
+    --------
+    >>> data = DataIF_COSI_DC2.load("511keV", event, {"bkg": bkg}, rsp)      # doctest: +SKIP
+    >>> data.calc_log_likelihood(data.calc_expectation(model, {"bkg": 1.0}))  # doctest: +SKIP
+    """
+
+    def __init__(self, name: str | None = None):
+        super().__init__(name)
+        self._image_response: Histogram | None = None
+        self._coordsys_conv_matrix: CoordsysConversionMatrix | None = None
+        self._forward: fm.Dataset | None = None
+        self.is_miniDC2_format = False
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, name, event_binned_data, dict_bkg_binned_data, rsp, coordsys_conv_matrix=None,
+             is_miniDC2_format=False, dtype="float64") -> DataIF_COSI_DC2:
+        """Check and load one dataset.
+
+        Parameters
+        ----------
+        name : str
+            Name of the dataset (used in results and error messages).
+        event_binned_data : Histogram
+            Counts: ``[Em, Phi, PsiChi]`` (galactic) or ``[Time|ScAtt, Em, Phi, PsiChi]``.
+        dict_bkg_binned_data : dict of str to Histogram
+            Background templates, binned like the events.
+        rsp : Histogram or FullDetectorResponse
+            ``[NuLambda, Ei, Em, Phi, PsiChi]`` response (a precomputed galactic response in
+            cm2 s, or a full detector response in cm2 used with a CCM).
+        coordsys_conv_matrix : CoordsysConversionMatrix, optional
+            ``[Time|ScAtt, lb, NuLambda]``; given for the spacecraft-frame data space.
+        dtype : {"float64", "float32"}
+            Precision of the forward model arrays.
+
+        Raises
+        ------
+        AxisMismatchError
+            When event, backgrounds, response and CCM disagree on an axis.
+        DataError
+            On NaN or negative counts, wrong units, or missing axes.
+        """
+        new = cls(name)
+        new.is_miniDC2_format = bool(is_miniDC2_format)
+        event = as_histogram(event_binned_data)
+        new._event = event.to_dense() if event.is_sparse else event
+        if dict_bkg_binned_data is None:
+            dict_bkg_binned_data = {}
+        if not isinstance(dict_bkg_binned_data, dict):
+            raise DataError(f"dataset {name!r}: backgrounds must be a dict "
+                            f"{{name: Histogram}}; got {type(dict_bkg_binned_data).__name__}.")
+        for key, bkg in dict_bkg_binned_data.items():
+            h = as_histogram(bkg)
+            new._bkg_models[key] = h.to_dense() if h.is_sparse else h
+
+        if isinstance(rsp, FullDetectorResponse):
+            logger.info("Reducing the full detector response %s to [NuLambda, Ei, Em, Phi, "
+                        "PsiChi]...", rsp.path)
+            new._image_response = rsp.to_image_response()
+        else:
+            new._image_response = as_histogram(rsp)
+        if coordsys_conv_matrix is not None:
+            ccm = coordsys_conv_matrix
+            if not isinstance(ccm, CoordsysConversionMatrix):
+                ccm = CoordsysConversionMatrix.from_histogram(as_histogram(ccm))
+            new._coordsys_conv_matrix = ccm
+        new._check_axes()
+        new._build(dtype)
+        return new
+
+    def _check_axes(self) -> None:
+        ev, rsp, ccm = self._event, self._image_response, self._coordsys_conv_matrix
+        name = self.name
+        rsp_labels = tuple(rsp.axes.labels)
+        if rsp_labels[:5] != ("NuLambda", "Ei", "Em", "Phi", "PsiChi") or len(rsp_labels) != 5:
+            raise DataError(
+                f"dataset {name!r}: the response has axes {list(rsp_labels)}; expected "
+                "[NuLambda, Ei, Em, Phi, PsiChi]. Reduce a full detector response with "
+                "FullDetectorResponse.to_image_response()."
+            )
+        if ccm is None:
+            data_labels = DATA_AXES_GALACTIC
+        else:
+            data_labels = (ccm.binning_method, *DATA_AXES_GALACTIC)
+        if tuple(ev.axes.labels) != data_labels:
+            hint = ""
+            if ccm is None and set(data_labels) <= set(ev.axes.labels):
+                hint = f" Project it first: event.project({list(data_labels)})."
+            raise DataError(
+                f"dataset {name!r}: the event histogram has axes {list(ev.axes.labels)}; "
+                f"expected {list(data_labels)}" + (" (spacecraft frame, from the CCM)"
+                                                   if ccm is not None else
+                                                   " (galactic data space, no CCM)") + "." + hint
+            )
+        for key, bkg in self._bkg_models.items():
+            if tuple(bkg.axes.labels) != data_labels:
+                raise DataError(f"dataset {name!r}: background {key!r} has axes "
+                                f"{list(bkg.axes.labels)}; expected {list(data_labels)}.")
+            for label in data_labels:
+                _check_axis(ev.axes[label], bkg.axes[label], "event histogram",
+                            f"background {key!r}")
+        for label in DATA_AXES_GALACTIC:
+            _check_axis(ev.axes[label], rsp.axes[label], "event histogram", "response")
+        if ccm is not None:
+            _check_axis(ev.axes[0], ccm.axes[0], "event histogram", "coordinate-conversion matrix")
+            _check_axis(ccm.axes["NuLambda"], rsp.axes["NuLambda"],
+                        "coordinate-conversion matrix", "response")
+        if ev.unit is not None and ev.unit != u.dimensionless_unscaled:
+            raise DataError(f"dataset {name!r}: the event histogram has unit {ev.unit}; counts "
+                            "must be dimensionless (no unit).")
+
+    def _build(self, dtype) -> None:
+        rsp, ccm = self._image_response, self._coordsys_conv_matrix
+        self._data_axes = self._event.axes
+        lb_axis = (rsp.axes["NuLambda"] if ccm is None else ccm.axes["lb"]).copy()
+        lb_axis.label = "lb"
+        if ccm is None and getattr(lb_axis, "coordsys", None) is None:
+            lb_axis.coordsys = "galactic"
+        self._model_axes = Axes([lb_axis, rsp.axes["Ei"].copy()])
+        counts = _values(self._event)
+        keys = self.keys_bkg_models()
+        bkgs = [_values(self._bkg_models[k]) for k in keys]
+        for k, b in zip(keys, bkgs):
+            self._summed_bkg_models[k] = float(np.sum(b))
+        rsp_unit = rsp.unit if rsp.unit is not None else (u.cm**2 if ccm is not None
+                                                         else u.cm**2 * u.s)
+        expected = u.cm**2 if ccm is not None else u.cm**2 * u.s
+        if not rsp_unit.is_equivalent(expected):
+            raise DataError(f"dataset {self.name!r}: the response has unit {rsp_unit}; expected "
+                            f"a unit of {expected} ({'with' if ccm is not None else 'without'} "
+                            "a CCM).")
+        response = _values(rsp, expected if rsp.unit is not None else None)
+        kw = {}
+        if ccm is not None:
+            kw = dict(ccm=ccm.coo(), n_model_pixels=ccm.axes["lb"].nbins)
+        self._forward = fm.make_dataset(
+            counts, response, bkgs, pixel_area=float(self._model_axes["lb"].pixarea().to_value(
+                u.sr)), dtype=dtype, name=str(self.name), **kw)
+        self._response_unit = expected
+        s = np.asarray(fm.exposure(self._forward))
+        self._exposure_map = Histogram(self._model_axes, contents=s, unit=expected * u.sr)
+
+    # ------------------------------------------------------------------ forward model access
+    @property
+    def forward_dataset(self) -> fm.Dataset:
+        """The arrays of this dataset as a :class:`probdeconv.forward.Dataset`."""
+        return self._forward
+
+    def to_forward(self, global_keys: list[str]) -> fm.Dataset:
+        """The forward dataset with its backgrounds indexed into ``global_keys``."""
+        idx = tuple(global_keys.index(k) for k in self.keys_bkg_models())
+        return dataclasses.replace(self._forward, bkg_index=idx)
+
+    def _model_values(self, model) -> jnp.ndarray:
+        h = as_histogram(model)
+        if tuple(h.axes.nbins) != tuple(self._model_axes.nbins):
+            raise DataError(f"dataset {self.name!r}: model has shape {tuple(h.axes.nbins)}; "
+                            f"expected {tuple(self._model_axes.nbins)} (axes "
+                            f"{list(self._model_axes.labels)}).")
+        unit = u.Unit("cm-2 s-1 sr-1") if h.unit is not None else None
+        return jnp.asarray(_values(h, unit), dtype=self._forward.counts.dtype)
+
+    def _data_values(self, h) -> jnp.ndarray:
+        h = as_histogram(h)
+        if tuple(h.axes.nbins) != tuple(self._data_axes.nbins):
+            raise DataError(f"dataset {self.name!r}: data-space histogram has shape "
+                            f"{tuple(h.axes.nbins)}; expected {tuple(self._data_axes.nbins)}.")
+        return jnp.asarray(_values(h).reshape(self._forward.counts.shape),
+                           dtype=self._forward.counts.dtype)
+
+    def _norm_vector(self, dict_bkg_norm) -> jnp.ndarray:
+        keys = self.keys_bkg_models()
+        if dict_bkg_norm is None:
+            return jnp.zeros(len(keys))
+        return jnp.asarray([float(dict_bkg_norm[k]) for k in keys])
+
+    def calc_expectation(self, model, dict_bkg_norm=None, almost_zero=1e-12) -> Histogram:
+        """Expected counts of ``model`` (backgrounds only when ``dict_bkg_norm`` is given)."""
+        ds = self._forward
+        e = fm.expected_counts(ds, self._model_values(model), self._norm_vector(dict_bkg_norm),
+                               almost_zero)
+        return Histogram(self._data_axes, contents=np.asarray(e).reshape(self._data_axes.nbins))
+
+    def calc_T_product(self, dataspace_histogram) -> Histogram:  # noqa: N802 (cosipy name)
+        """``Aᵀ H``: the back-projection of a data-space histogram onto the model axes."""
+        h = as_histogram(dataspace_histogram)
+        t = fm.backproject(self._forward, self._data_values(h))
+        unit = self._exposure_map.unit * (h.unit if h.unit is not None else 1)
+        return Histogram(self._model_axes, contents=np.asarray(t), unit=unit)
+
+    def calc_bkg_model_product(self, key, dataspace_histogram) -> float:
+        """``Σ_i B_key,i H_i``."""
+        k = self.keys_bkg_models().index(self.bkg_model(key) and key)
+        prod = fm.background_product(self._forward, self._data_values(dataspace_histogram))
+        return float(prod[k])
+
+    def calc_log_likelihood(self, expectation) -> float:
+        """Poisson log-likelihood ``Σ d log E − Σ E`` of an expected-count histogram."""
+        return float(fm.log_likelihood(self._forward, self._data_values(expectation)))

@@ -1,0 +1,1062 @@
+"""Binned data containers compatible with the histograms cosipy users already have.
+
+The classes here mirror the parts of ``histpy`` that cosipy scripts touch (axes with
+bin edges and units, HEALPix axes, dense or sparse contents with a physical unit,
+projection and arithmetic) and read and write histpy's HDF5 layout through
+:mod:`probdeconv.io.histpy_h5`.  They are an independent implementation with no
+dependency on histpy, numba or pydata ``sparse``.
+
+Differences from histpy worth knowing:
+
+* ``Axis.__eq__`` compares edge values and unit only (labels and scale are ignored).
+* Under/overflow bins are not kept: contents given with ``nbins + 2`` bins on an axis
+  have the outer bins removed and the axis remembered as overflow-tracked, so that
+  writing pads it with zero-filled under/overflow bins again.
+* ``h[...]`` is the same as ``h[:]`` (in-range bins only).
+* Arithmetic results carry no ``sumw2``.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import astropy.units as u
+import healpy as hp
+import numpy as np
+
+from probdeconv.errors import AxisMismatchError, DataError, ParameterError
+
+__all__ = ["Axis", "HealpixAxis", "Axes", "CooContents", "Histogram", "as_histogram"]
+
+logger = logging.getLogger(__name__)
+
+_SCALES = ("linear", "log", "symmetric")
+
+
+def _short(a: Any) -> str:
+    """Abbreviated text of an array for error messages."""
+    return np.array2string(np.asarray(a), threshold=12, edgeitems=3, precision=6)
+
+
+def _as_unit(unit: Any, what: str) -> u.UnitBase | None:
+    if unit is None:
+        return None
+    try:
+        return u.Unit(unit)
+    except (ValueError, TypeError) as err:
+        raise DataError(f"{what}: {unit!r} is not a unit astropy understands ({err}); "
+                        "pass e.g. 'keV', 'cm2 s' or an astropy Unit") from err
+
+
+class Axis:
+    """One histogram axis defined by its bin edges.
+
+    Parameters
+    ----------
+    edges : array_like or astropy.units.Quantity
+        Strictly increasing 1-D bin edges (at least two).  A Quantity supplies the
+        unit, or is converted to ``unit`` when that is given as well.
+    label : str, optional
+        Axis name, e.g. ``'Em'``.
+    scale : {'linear', 'log', 'symmetric'}
+        How bin centres are computed (arithmetic midpoint, geometric midpoint, or
+        midpoint except the first centre which is the lower edge).
+    unit : str or astropy.units.UnitBase, optional
+        Unit of the edges.
+
+    Notes
+    -----
+    Two axes are equal when their edge values and units are equal; label and scale
+    are ignored.
+    """
+
+    def __init__(self, edges: Any, label: str | None = None, scale: str = "linear",
+                 unit: Any = None) -> None:
+        where = f"Axis {label!r}"
+        unit = _as_unit(unit, where)
+        if isinstance(edges, u.Quantity):
+            if unit is None:
+                unit = edges.unit
+            try:
+                edges = edges.to_value(unit)
+            except u.UnitsError as err:
+                raise DataError(f"{where}: edges in {edges.unit} cannot be expressed in "
+                                f"{unit}; give edges and unit that agree") from err
+        arr = np.array(edges, copy=True)
+        if arr.dtype.kind in "iu":
+            arr = arr.astype(np.int64)
+        elif arr.dtype.kind == "f":
+            arr = arr.astype(np.float64)
+        else:
+            raise DataError(f"{where}: edges must be numbers, got dtype {arr.dtype}; "
+                            "pass a 1-D array of increasing numbers")
+        if arr.ndim != 1 or arr.size < 2:
+            raise DataError(f"{where}: edges must be a 1-D array with at least 2 entries, "
+                            f"got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)) or np.any(np.diff(arr) <= 0):
+            raise DataError(f"{where}: edges must be finite and strictly increasing, got "
+                            f"{_short(arr)}; sort them and remove duplicates")
+        self._edges = arr
+        self._unit = unit
+        self.label = label
+        self.scale = scale
+
+    @property
+    def label(self) -> str | None:
+        """Axis name (settable)."""
+        return self._label
+
+    @label.setter
+    def label(self, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"Axis label must be a string or None, got {value!r}")
+        self._label = value
+
+    @property
+    def scale(self) -> str:
+        """Bin-centre mode: 'linear', 'log' or 'symmetric' (settable)."""
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: str) -> None:
+        if value not in _SCALES:
+            raise ParameterError(f"Axis {self._label!r}: scale {value!r} is not one of "
+                                 f"{_SCALES}")
+        if value == "log" and self._edges[0] <= 0:
+            raise ParameterError(f"Axis {self._label!r}: scale 'log' needs positive edges, "
+                                 f"but the first edge is {self._edges[0]}; use 'linear'")
+        self._scale = value
+
+    @property
+    def unit(self) -> u.UnitBase | None:
+        """Unit of the edges, or None."""
+        return self._unit
+
+    def _q(self, values: np.ndarray) -> Any:
+        return values if self._unit is None else u.Quantity(values, self._unit)
+
+    @property
+    def edges(self) -> Any:
+        """Bin edges (read-only view; a Quantity when the axis has a unit)."""
+        view = self._edges.view()
+        view.flags.writeable = False
+        return self._q(view)
+
+    @property
+    def lower_bounds(self) -> Any:
+        """Lower edge of each bin."""
+        return self._q(self._edges[:-1].copy())
+
+    @property
+    def upper_bounds(self) -> Any:
+        """Upper edge of each bin."""
+        return self._q(self._edges[1:].copy())
+
+    @property
+    def lo_lim(self) -> Any:
+        """Lowest edge."""
+        return self._q(self._edges[0])
+
+    @property
+    def hi_lim(self) -> Any:
+        """Highest edge."""
+        return self._q(self._edges[-1])
+
+    @property
+    def centers(self) -> Any:
+        """Bin centres according to :attr:`scale`."""
+        e = self._edges.astype(np.float64)
+        if self._scale == "log":
+            c = np.sqrt(e[1:] * e[:-1])
+        else:
+            c = 0.5 * (e[1:] + e[:-1])
+            if self._scale == "symmetric":
+                c[0] = e[0]
+        return self._q(c)
+
+    @property
+    def widths(self) -> Any:
+        """Bin widths."""
+        return self._q(np.diff(self._edges))
+
+    @property
+    def nbins(self) -> int:
+        """Number of bins."""
+        return int(self._edges.size - 1)
+
+    def __len__(self) -> int:
+        return self.nbins
+
+    def find_bin(self, value: Any) -> Any:
+        """Bin index of ``value``: -1 below the first edge, ``nbins`` at or above the last.
+
+        A plain number is taken to be in the axis unit; a Quantity is converted.
+        """
+        if isinstance(value, u.Quantity):
+            try:
+                value = value.to_value(self._unit or u.dimensionless_unscaled)
+            except u.UnitsError as err:
+                raise DataError(f"Axis {self._label!r}: value {value} cannot be expressed in "
+                                f"the axis unit {self._unit}") from err
+        return np.searchsorted(self._edges, value, side="right") - 1
+
+    def copy(self) -> Axis:
+        """Independent copy."""
+        return Axis(self._edges, label=self._label, scale=self._scale, unit=self._unit)
+
+    def _key(self) -> tuple:
+        return ("axis",)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Axis):
+            return NotImplemented
+        return (self._key() == other._key() and self._unit == other._unit
+                and self._edges.size == other._edges.size
+                and bool(np.all(self._edges == other._edges)))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        unit = f", unit='{self._unit}'" if self._unit is not None else ""
+        return f"{type(self).__name__}({_short(self._edges)}, label={self._label!r}{unit})"
+
+
+def _describe(a: Axis) -> str:
+    """One-line description of an axis for error messages."""
+    unit = f" {a.unit}" if a.unit is not None else ""
+    extra = f", nside={a.nside}, {a.scheme}" if isinstance(a, HealpixAxis) else ""
+    return f"{type(a).__name__} {a.label!r} (edges {_short(a._edges)}{unit}{extra})"
+
+
+def _norm_scheme(scheme: str) -> str:
+    s = str(scheme).upper()
+    if s == "RING":
+        return "RING"
+    if s in ("NEST", "NESTED"):
+        return "NESTED"
+    raise ParameterError(f"HEALPix scheme {scheme!r} is not 'RING' or 'NESTED' (any case)")
+
+
+class HealpixAxis(Axis):
+    """Axis whose bins are HEALPix pixels (integer edges ``0..npix`` or a subset).
+
+    Parameters
+    ----------
+    nside : int, optional
+        HEALPix NSIDE.  If omitted, ``edges`` must be ``0, 1, ..., npix``.
+    scheme : str
+        'ring' or 'nested' ('nest'), any case; stored as 'RING' / 'NESTED'.
+    edges : array_like of int, optional
+        Pixel edges; default one bin per pixel.
+    label : str, optional
+        Axis name.
+    coordsys : str, optional
+        Coordinate frame name, e.g. 'galactic' or 'spacecraftframe'.
+
+    Notes
+    -----
+    Equality also requires the same ``nside`` and ``scheme``; ``coordsys`` is ignored.
+    """
+
+    def __init__(self, nside: int | None = None, scheme: str = "ring", edges: Any = None,
+                 label: str | None = None, coordsys: Any = None) -> None:
+        where = f"HealpixAxis {label!r}"
+        self._scheme = _norm_scheme(scheme)
+        if edges is not None:
+            e = np.asarray(edges)
+            if e.dtype.kind == "f" and np.all(np.isfinite(e)) and np.all(e == np.round(e)):
+                e = e.astype(np.int64)
+            if e.dtype.kind not in "iu":
+                raise DataError(f"{where}: edges must be integer pixel indices, got "
+                                f"{_short(e)} (dtype {e.dtype})")
+            edges = e
+        if nside is None:
+            if edges is None:
+                raise ParameterError(f"{where}: give nside or edges (0..npix)")
+            npix = edges.size - 1
+            if not np.array_equal(edges, np.arange(npix + 1)):
+                raise DataError(f"{where}: without nside the edges must be 0..npix, got "
+                                f"{_short(edges)}; pass nside")
+            try:
+                nside = hp.npix2nside(npix)
+            except ValueError as err:
+                raise DataError(f"{where}: {npix} pixels is not 12*nside**2 for any "
+                                "nside; pass nside") from err
+        nside = int(nside)
+        if not hp.isnsideok(nside, nest=self._scheme == "NESTED"):
+            raise ParameterError(f"{where}: nside={nside} is not valid for scheme "
+                                 f"{self._scheme} (NESTED needs a power of 2)")
+        self._nside = nside
+        if edges is None:
+            edges = np.arange(self.npix + 1, dtype=np.int64)
+        super().__init__(edges, label=label)
+        if self._edges[0] < 0 or self._edges[-1] > self.npix:
+            raise DataError(f"{where}: edges must lie in 0..{self.npix} for nside={nside}, "
+                            f"got {_short(self._edges)}")
+        if coordsys is not None and not isinstance(coordsys, str):
+            coordsys = getattr(coordsys, "name", None) or str(coordsys)
+        self.coordsys: str | None = coordsys
+
+    @property
+    def nside(self) -> int:
+        """HEALPix NSIDE."""
+        return self._nside
+
+    @property
+    def npix(self) -> int:
+        """Number of pixels of the full sphere, ``12 * nside**2``."""
+        return 12 * self._nside**2
+
+    @property
+    def scheme(self) -> str:
+        """'RING' or 'NESTED'."""
+        return self._scheme
+
+    @property
+    def nest(self) -> bool:
+        """True for the NESTED scheme."""
+        return self._scheme == "NESTED"
+
+    def pixarea(self) -> u.Quantity:
+        """Area of one pixel, ``4 pi / npix`` sr."""
+        return u.Quantity(4 * np.pi / self.npix, u.sr)
+
+    def pix2ang(self, pix: Any, lonlat: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel centre directions via :func:`healpy.pix2ang` (degrees when ``lonlat``)."""
+        return hp.pix2ang(self._nside, pix, nest=self.nest, lonlat=lonlat)
+
+    def copy(self) -> HealpixAxis:
+        """Independent copy."""
+        return HealpixAxis(self._nside, self._scheme, self._edges, self._label, self.coordsys)
+
+    def _key(self) -> tuple:
+        return ("healpix", self._nside, self._scheme)
+
+    def __repr__(self) -> str:
+        return (f"HealpixAxis(nside={self._nside}, scheme='{self._scheme}', "
+                f"nbins={self.nbins}, label={self._label!r}, coordsys={self.coordsys!r})")
+
+
+class Axes:
+    """Ordered collection of :class:`Axis` with unique labels.
+
+    Parameters
+    ----------
+    axes : Axes, Axis or iterable of Axis
+        The axes (not copied).
+    """
+
+    def __init__(self, axes: Axes | Axis | Iterable[Axis]) -> None:
+        if isinstance(axes, Axis):
+            axes = [axes]
+        items = list(axes)
+        if not items:
+            raise DataError("Axes needs at least one axis, got an empty list")
+        for i, a in enumerate(items):
+            if not isinstance(a, Axis):
+                raise DataError(f"Axes entry {i} is a {type(a).__name__}, expected an Axis; "
+                                "wrap bin edges with Axis(edges, label=...)")
+        labels = [a.label for a in items if a.label is not None]
+        dupes = sorted({lb for lb in labels if labels.count(lb) > 1})
+        if dupes:
+            raise DataError(f"Axes labels must be unique, {dupes} repeat in "
+                            f"{[a.label for a in items]}; relabel the axes")
+        self._axes: list[Axis] = items
+
+    def label_to_index(self, key: Any) -> Any:
+        """Index of an axis given its label or index; a list gives a tuple of indices."""
+        if isinstance(key, (list, tuple)):
+            return tuple(self.label_to_index(k) for k in key)
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if not -self.ndim <= key < self.ndim:
+                raise AxisMismatchError(f"axis index {key} is out of range for {self.ndim} "
+                                        f"axes {self.labels}")
+            return int(key) % self.ndim
+        for i, a in enumerate(self._axes):
+            if a.label == key:
+                return i
+        raise AxisMismatchError(f"no axis labelled {key!r}; available labels: "
+                                f"{list(self.labels)}")
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            return Axes(self._axes[key])
+        idx = self.label_to_index(key)
+        if isinstance(idx, tuple):
+            return Axes([self._axes[i] for i in idx])
+        return self._axes[idx]
+
+    def __iter__(self):
+        return iter(self._axes)
+
+    def __len__(self) -> int:
+        return len(self._axes)
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes."""
+        return len(self._axes)
+
+    @property
+    def labels(self) -> tuple:
+        """Axis labels in order."""
+        return tuple(a.label for a in self._axes)
+
+    @property
+    def nbins(self) -> tuple[int, ...]:
+        """Number of bins of each axis."""
+        return tuple(a.nbins for a in self._axes)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Same as :attr:`nbins`."""
+        return self.nbins
+
+    def copy(self) -> Axes:
+        """Deep copy."""
+        return Axes([a.copy() for a in self._axes])
+
+    def first_mismatch(self, other: Axes) -> str | None:
+        """Describe the first axis that differs from ``other``; None when all agree."""
+        if self.ndim != other.ndim:
+            return (f"{self.ndim} axes {self.labels} vs {other.ndim} axes {other.labels}")
+        for i, (a, b) in enumerate(zip(self._axes, other._axes)):
+            if a != b:
+                return f"axis {i} differs: {_describe(a)} vs {_describe(b)}"
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Axes):
+            return NotImplemented
+        return self.first_mismatch(other) is None
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "Axes([" + ", ".join(repr(a) for a in self._axes) + "])"
+
+
+def _coalesce(flat: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique flat indices and the data summed over duplicates."""
+    uniq, inv = np.unique(flat, return_inverse=True)
+    out = np.zeros(uniq.size, dtype=data.dtype)
+    np.add.at(out, inv, data)
+    return uniq, out
+
+
+class CooContents:
+    """Minimal coordinate-format sparse array (not pydata ``sparse``).
+
+    Parameters
+    ----------
+    coords : array_like of int, shape (ndim, nnz)
+        Indices of the stored entries; each position should appear at most once.
+    data : array_like, shape (nnz,)
+        Stored values.
+    shape : tuple of int
+        Shape of the full array.
+    fill_value : scalar
+        Value of every position not stored (default 0).
+    """
+
+    def __init__(self, coords: Any, data: Any, shape: Sequence[int], fill_value: Any = 0) -> None:
+        self.shape = tuple(int(s) for s in np.asarray(shape).ravel())
+        self.data = np.asarray(data).ravel()
+        c = np.asarray(coords)
+        if c.size == 0:
+            c = c.reshape(len(self.shape), 0)
+        if c.ndim != 2 or c.shape != (len(self.shape), self.data.size):
+            raise DataError(f"CooContents: coords must have shape (ndim, nnz) = "
+                            f"({len(self.shape)}, {self.data.size}), got {c.shape}")
+        self.coords = c.astype(np.int64, copy=False)
+        if self.coords.size and (np.any(self.coords < 0) or np.any(
+                self.coords.max(axis=1) >= np.asarray(self.shape))):
+            raise DataError(f"CooContents: coords outside the shape {self.shape} "
+                            f"(max per axis {self.coords.max(axis=1).tolist()})")
+        self.fill_value = np.asarray(fill_value, dtype=self.data.dtype)[()]
+
+    @classmethod
+    def from_dense(cls, array: Any, fill_value: Any = 0) -> CooContents:
+        """Store the entries of ``array`` that differ from ``fill_value``."""
+        a = np.asarray(array)
+        coords = np.nonzero(a != fill_value)
+        return cls(np.array(coords, dtype=np.int64).reshape(a.ndim, -1), a[coords], a.shape,
+                   fill_value)
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored entries."""
+        return int(self.data.size)
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Data type of the values."""
+        return self.data.dtype
+
+    def todense(self) -> np.ndarray:
+        """Full ndarray (duplicate entries are summed)."""
+        out = np.full(self.shape, self.fill_value, dtype=self.data.dtype)
+        if self.nnz:
+            flat = np.ravel_multi_index(tuple(self.coords), self.shape)
+            if self.fill_value != 0:
+                out.flat[flat] = 0
+            np.add.at(out.reshape(-1), flat, self.data)
+        return out
+
+    def sum(self) -> Any:
+        """Sum of all values, fill included (assumes unique coords)."""
+        total = self.data.sum()
+        if self.fill_value != 0:
+            total = total + self.fill_value * (int(np.prod(self.shape)) - self.nnz)
+        return total
+
+    def copy(self) -> CooContents:
+        """Independent copy."""
+        return CooContents(self.coords.copy(), self.data.copy(), self.shape, self.fill_value)
+
+    def __repr__(self) -> str:
+        return (f"CooContents(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype}, "
+                f"fill_value={self.fill_value!r})")
+
+
+def _is_coo_like(obj: Any) -> bool:
+    return not isinstance(obj, np.ndarray) and all(
+        hasattr(obj, k) for k in ("coords", "data", "shape", "fill_value"))
+
+
+def _to_coo(obj: Any) -> CooContents:
+    if isinstance(obj, CooContents):
+        return obj
+    return CooContents(np.asarray(obj.coords), np.asarray(obj.data), obj.shape,
+                       np.asarray(obj.fill_value)[()])
+
+
+def _make_axes(spec: Any, labels: Any, axis_scale: Any) -> Axes:
+    if isinstance(spec, Axes):
+        items = list(spec)
+    elif isinstance(spec, Axis):
+        items = [spec]
+    elif isinstance(spec, u.Quantity) or (
+            isinstance(spec, (list, tuple, np.ndarray)) and len(spec) > 0
+            and np.ndim(spec[0]) == 0 and not isinstance(spec[0], Axis)):
+        items = [spec]
+    elif isinstance(spec, (list, tuple)):
+        items = list(spec)
+    else:
+        raise DataError(f"Histogram axes: cannot build axes from a {type(spec).__name__}; "
+                        "pass Axes, a list of Axis, or bin edges")
+    n = len(items)
+    labels = [None] * n if labels is None else (
+        [labels] if isinstance(labels, str) else list(labels))
+    scales = [axis_scale] * n if axis_scale is None or isinstance(axis_scale, str) else list(
+        axis_scale)
+    if len(labels) != n or len(scales) != n:
+        raise DataError(f"Histogram axes: {n} axes but {len(labels)} labels and "
+                        f"{len(scales)} axis_scale entries were given")
+    out = []
+    for item, lb, sc in zip(items, labels, scales):
+        ax = item.copy() if isinstance(item, Axis) else Axis(item)
+        if lb is not None:
+            ax.label = lb
+        if sc is not None:
+            ax.scale = sc
+        out.append(ax)
+    return Axes(out)
+
+
+class Histogram:
+    """N-dimensional histogram with optional physical unit and sparse storage.
+
+    Parameters
+    ----------
+    edges_or_axes : Axes, list of Axis, Axis, list of edge arrays, or edges
+        Binning.  Axes are copied.
+    contents : ndarray, Quantity, CooContents, optional
+        Bin values, shape ``axes.nbins`` (or ``nbins + 2`` on every axis, including
+        under/overflow bins, which are dropped).  Default zeros.
+    unit : str or Unit, optional
+        Unit of the contents; a Quantity ``contents`` is converted to it.
+    labels, axis_scale : optional
+        Override labels / scales of the axes (one per axis).
+    sparse : bool, optional
+        Force sparse (True) or dense (False) storage; default keeps the given format.
+    sumw2 : ndarray, CooContents, True, optional
+        Sum of squared weights, same shape as ``contents`` (unit is ``unit**2``);
+        ``True`` starts it at zero.
+    track_overflow : bool or sequence of bool, optional
+        Which axes of ``contents`` include under/overflow bins; default: none, or all
+        when the shape is ``nbins + 2`` everywhere.
+    copy : bool
+        Copy ``contents`` (default True).
+    """
+
+    __array_ufunc__ = None  # numpy defers to our reflected operators
+
+    def __init__(self, edges_or_axes: Any, contents: Any = None, unit: Any = None,
+                 labels: Any = None, axis_scale: Any = None, sparse: bool | None = None,
+                 sumw2: Any = None, *, track_overflow: Any = None, copy: bool = True) -> None:
+        self._axes = _make_axes(edges_or_axes, labels, axis_scale)
+        nbins = self._axes.nbins
+        unit = _as_unit(unit, "Histogram unit")
+        if contents is None:
+            track_overflow = False if track_overflow is None else track_overflow
+            pad = np.broadcast_to(np.asarray(track_overflow, dtype=np.int64), (len(nbins),))
+            contents = np.zeros(tuple(int(b + 2 * t) for b, t in zip(nbins, pad)))
+        if isinstance(contents, u.Quantity):
+            if unit is None:
+                unit = contents.unit
+            try:
+                contents = contents.to_value(unit)
+            except u.UnitsError as err:
+                raise DataError(f"Histogram contents in {contents.unit} cannot be converted "
+                                f"to the requested unit {unit}") from err
+        if _is_coo_like(contents):
+            contents = _to_coo(contents)
+            if copy:
+                contents = contents.copy()
+        else:
+            contents = np.array(contents, copy=copy or None)
+            if contents.dtype.kind not in "biuf":
+                raise DataError(f"Histogram contents must be numeric or bool, got dtype "
+                                f"{contents.dtype}")
+        shape = tuple(contents.shape)
+        track = self._resolve_overflow(shape, nbins, track_overflow)
+        self._track_overflow = track
+        self._unit = unit
+        self._values: np.ndarray | None = None
+        self._coo: CooContents | None = None
+        store = _strip(contents, track)
+        if sparse is True and isinstance(store, np.ndarray):
+            store = CooContents.from_dense(store)
+        elif sparse is False and isinstance(store, CooContents):
+            store = store.todense()
+        self._set_store(store)
+        self._sumw2: np.ndarray | CooContents | None = None
+        if sumw2 is True:
+            sumw2 = np.zeros(nbins) if not self.is_sparse else CooContents(
+                np.zeros((len(nbins), 0)), np.zeros(0), nbins)
+        if sumw2 is not None and sumw2 is not False:
+            w2 = _to_coo(sumw2) if _is_coo_like(sumw2) else np.array(sumw2, copy=copy or None)
+            if tuple(w2.shape) != shape and tuple(w2.shape) != nbins:
+                raise DataError(f"Histogram sumw2 has shape {tuple(w2.shape)}, expected the "
+                                f"contents shape {shape}")
+            w2 = _strip(w2, track if tuple(w2.shape) == shape else (False,) * len(nbins))
+            if self.is_sparse and isinstance(w2, np.ndarray):
+                w2 = CooContents.from_dense(w2)
+            elif not self.is_sparse and isinstance(w2, CooContents):
+                w2 = w2.todense()
+            self._sumw2 = w2
+
+    @staticmethod
+    def _resolve_overflow(shape: tuple, nbins: tuple, track: Any) -> tuple[bool, ...]:
+        n = len(nbins)
+        if track is None:
+            if shape == nbins:
+                return (False,) * n
+            if len(shape) == n and all(s == b + 2 for s, b in zip(shape, nbins)):
+                return (True,) * n
+            raise DataError(f"Histogram contents have shape {shape}, expected {nbins} "
+                            f"(the axes' nbins) or {tuple(b + 2 for b in nbins)} including "
+                            "under/overflow bins; check the axes or the contents")
+        t = (bool(track),) * n if np.ndim(track) == 0 else tuple(bool(x) for x in track)
+        expect = tuple(b + 2 * x for b, x in zip(nbins, t))
+        if len(t) != n or shape != expect:
+            raise DataError(f"Histogram contents have shape {shape}, expected {expect} for "
+                            f"nbins {nbins} with track_overflow={t}")
+        return t
+
+    def _set_store(self, store: np.ndarray | CooContents) -> None:
+        if isinstance(store, CooContents):
+            self._coo, self._values = store, None
+        else:
+            self._values, self._coo = store, None
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def axes(self) -> Axes:
+        """The axes."""
+        return self._axes
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes."""
+        return self._axes.ndim
+
+    @property
+    def nbins(self) -> tuple[int, ...]:
+        """Bins per axis."""
+        return self._axes.nbins
+
+    shape = nbins
+
+    @property
+    def unit(self) -> u.UnitBase | None:
+        """Unit of the contents, or None."""
+        return self._unit
+
+    @property
+    def is_sparse(self) -> bool:
+        """True when stored as :class:`CooContents`."""
+        return self._coo is not None
+
+    @property
+    def track_overflow(self) -> tuple[bool, ...]:
+        """Axes written with (zero) under/overflow bins."""
+        return self._track_overflow
+
+    @property
+    def sumw2(self) -> np.ndarray | CooContents | None:
+        """Sum of squared weights (unit ``unit**2``), or None."""
+        return self._sumw2
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Data type of the contents."""
+        return self._coo.dtype if self._coo is not None else self._values.dtype
+
+    def _dense(self) -> np.ndarray:
+        return self._values if self._coo is None else self._coo.todense()
+
+    def _wrap(self, values: Any) -> Any:
+        if self._unit is None:
+            return values
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+            return u.Quantity(values, self._unit, copy=False)  # a view: writes go through
+        return u.Quantity(values, self._unit)
+
+    @property
+    def contents(self) -> Any:
+        """Dense values (Quantity when a unit is set; a view), or the CooContents if sparse."""
+        return self._coo if self._coo is not None else self._wrap(self._values)
+
+    # ------------------------------------------------------------- conversions
+    def _new(self, store: Any, unit: Any = "same", sumw2: Any = None,
+             axes: Axes | None = None, track: tuple[bool, ...] | None = None) -> Histogram:
+        new = Histogram(self._axes if axes is None else axes, store,
+                        unit=self._unit if unit == "same" else unit, sumw2=sumw2, copy=False)
+        new._track_overflow = self._track_overflow if track is None else track
+        return new
+
+    def copy(self) -> Histogram:
+        """Deep copy."""
+        store = self._coo.copy() if self._coo is not None else self._values.copy()
+        w2 = None if self._sumw2 is None else self._sumw2.copy()
+        return self._new(store, sumw2=w2)
+
+    def to_dense(self) -> Histogram:
+        """Dense copy."""
+        w2 = self._sumw2.todense() if isinstance(self._sumw2, CooContents) else self._sumw2
+        return self._new(self._dense().copy(), sumw2=None if w2 is None else w2.copy())
+
+    def to_sparse(self) -> Histogram:
+        """Sparse copy."""
+        if self._coo is not None:
+            return self.copy()
+        w2 = None if self._sumw2 is None else CooContents.from_dense(self._sumw2)
+        return self._new(CooContents.from_dense(self._values), sumw2=w2)
+
+    def to(self, unit: Any) -> Histogram:
+        """Copy with contents (and sumw2) converted to ``unit``."""
+        target = _as_unit(unit, "Histogram.to")
+        try:
+            f = (self._unit or u.dimensionless_unscaled).to(target)
+        except u.UnitsError as err:
+            raise DataError(f"Histogram in {self._unit} cannot be converted to {unit}; "
+                            "the units are not equivalent") from err
+
+        def scale(s: Any, k: float) -> Any:
+            if isinstance(s, CooContents):
+                return CooContents(s.coords.copy(), s.data * k, s.shape, s.fill_value * k)
+            return None if s is None else s * k
+
+        store = self._coo if self._coo is not None else self._values
+        return self._new(scale(store, f), unit=target, sumw2=scale(self._sumw2, f * f))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        a = self._dense()
+        if dtype is not None:
+            return a.astype(dtype, copy=bool(copy))
+        return a.copy() if copy else a
+
+    # ---------------------------------------------------------------- reductions
+    def sum(self) -> Any:
+        """Sum over all bins (Quantity when a unit is set)."""
+        total = self._coo.sum() if self._coo is not None else self._values.sum()
+        return self._wrap(total)
+
+    def project(self, *labels: Any) -> Histogram:
+        """Sum over all axes except ``labels``; the result axes follow the given order."""
+        if len(labels) == 1 and isinstance(labels[0], (list, tuple)):
+            labels = tuple(labels[0])
+        if not labels:
+            raise ParameterError(f"project() needs at least one axis label out of "
+                                 f"{list(self._axes.labels)}")
+        keep = self._axes.label_to_index(list(labels))
+        if len(set(keep)) != len(keep):
+            raise ParameterError(f"project({list(labels)}): an axis is named twice")
+        axes = Axes([self._axes[i].copy() for i in keep])
+
+        def reduce(store: Any) -> Any:
+            if isinstance(store, CooContents) and store.fill_value == 0:
+                shape = tuple(store.shape[i] for i in keep)
+                flat = np.ravel_multi_index(tuple(store.coords[list(keep)]), shape)
+                uniq, data = _coalesce(flat, store.data)
+                return CooContents(np.array(np.unravel_index(uniq, shape)).reshape(
+                    len(keep), -1), data, shape)
+            dense = store.todense() if isinstance(store, CooContents) else store
+            others = tuple(i for i in range(self.ndim) if i not in keep)
+            summed = dense.sum(axis=others) if others else dense
+            order = sorted(keep)
+            return np.transpose(summed, [order.index(i) for i in keep])
+
+        store = self._coo if self._coo is not None else self._values
+        w2 = None if self._sumw2 is None else reduce(self._sumw2)
+        return self._new(reduce(store), sumw2=w2, axes=axes,
+                         track=tuple(self._track_overflow[i] for i in keep))
+
+    # ------------------------------------------------------------------ indexing
+    def __getitem__(self, key: Any) -> Any:
+        return self._wrap(self._dense()[key])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self._coo is not None:
+            raise DataError("cannot assign into a sparse Histogram; call h = h.to_dense() first")
+        if isinstance(value, Histogram):
+            value = value[:]
+        if isinstance(value, u.Quantity):
+            target = self._unit or u.dimensionless_unscaled
+            try:
+                value = value.to_value(target)
+            except u.UnitsError as err:
+                raise DataError(f"cannot assign a value in {value.unit} to a Histogram in "
+                                f"{self._unit}; convert it first") from err
+        self._values[key] = value
+
+    # ---------------------------------------------------------------- arithmetic
+    def _operand(self, other: Any) -> Any:
+        if isinstance(other, Histogram) or _looks_like_histpy(other):
+            other = as_histogram(other)
+            problem = self._axes.first_mismatch(other._axes)
+            if problem:
+                raise AxisMismatchError(f"histogram arithmetic needs identical axes, but "
+                                        f"{problem}; rebin or project one operand first")
+        if isinstance(other, u.UnitBase):
+            other = u.Quantity(1.0, other)
+        return other
+
+    def _binary(self, other: Any, op: Callable, reflected: bool = False) -> Histogram:
+        other = self._operand(other)
+        b = other[:] if isinstance(other, Histogram) and not other.is_sparse else other
+        try:
+            fast = self._sparse_op(other, op, reflected)
+            if fast is not None:
+                return fast
+            a = self._wrap(self._dense())
+            b = other[:] if isinstance(other, Histogram) else other
+            res = op(b, a) if reflected else op(a, b)
+        except u.UnitsError as err:
+            units = getattr(b, "unit", None)
+            raise DataError(f"units do not combine: histogram in {self._unit} and operand in "
+                            f"{units} ({err})") from err
+        except ValueError as err:
+            raise DataError(f"operand of shape {np.shape(b)} does not broadcast to the "
+                            f"histogram shape {self.nbins} ({err})") from err
+        if np.shape(res) != self.nbins:
+            raise DataError(f"operand of shape {np.shape(b)} gives a result of shape "
+                            f"{np.shape(res)}, expected {self.nbins}")
+        return self._new(res, unit=None)
+
+    def _sparse_op(self, other: Any, op: Callable, reflected: bool) -> Histogram | None:
+        coo = self._coo
+        if coo is None:
+            return None
+        data = self._wrap(coo.data)
+        fill: Any = None
+        if np.ndim(other) == 0 and not isinstance(other, Histogram) and (
+                op is operator.mul or (op is operator.truediv and not reflected)):
+            res = op(data, other)
+            fill = op(self._wrap(coo.fill_value), other)
+        elif op is operator.mul and coo.fill_value == 0:
+            b = other[:] if isinstance(other, Histogram) else other
+            if isinstance(other, Histogram) and other.is_sparse:
+                return None
+            try:
+                full = np.broadcast_to(b, self.nbins, subok=True)
+            except ValueError:
+                return None
+            if not np.all(np.isfinite(full)):
+                return None
+            res = data * full[tuple(coo.coords)]
+        elif (op in (operator.add, operator.sub) and isinstance(other, Histogram)
+              and other.is_sparse and coo.fill_value == 0 and other._coo.fill_value == 0):
+            sign = -1 if op is operator.sub else 1
+            s_self, s_other = (sign, 1) if reflected else (1, sign)
+            odata = other._wrap(other._coo.data)
+            res = np.concatenate([np.atleast_1d(s_self * data), np.atleast_1d(s_other * odata)])
+            flat = np.ravel_multi_index(tuple(np.concatenate(
+                [coo.coords, other._coo.coords], axis=1)), self.nbins)
+            uniq, vals = _coalesce(flat, getattr(res, "value", res))
+            out = CooContents(np.array(np.unravel_index(uniq, self.nbins)).reshape(
+                self.ndim, -1), vals, self.nbins)
+            return self._new(out, unit=getattr(res, "unit", None))
+        else:
+            return None
+        unit = getattr(res, "unit", None)
+        if fill is None:
+            fillv: Any = 0
+        else:
+            fillv = fill.to_value(unit) if unit is not None else getattr(fill, "value", fill)
+        vals = getattr(res, "value", res)
+        return self._new(CooContents(coo.coords.copy(), vals, self.nbins, fillv), unit=unit)
+
+    def _inplace(self, other: Any, op: Callable) -> Histogram:
+        res = self._binary(other, op)
+        if self._sumw2 is not None:
+            logger.debug("in-place arithmetic drops the sumw2 of the histogram")
+        self._values, self._coo, self._unit, self._sumw2 = (res._values, res._coo, res._unit,
+                                                            None)
+        return self
+
+    def __add__(self, o: Any) -> Histogram:
+        return self._binary(o, operator.add)
+
+    def __radd__(self, o: Any) -> Histogram:
+        return self._binary(o, operator.add, True)
+
+    def __iadd__(self, o: Any) -> Histogram:
+        return self._inplace(o, operator.add)
+
+    def __sub__(self, o: Any) -> Histogram:
+        return self._binary(o, operator.sub)
+
+    def __rsub__(self, o: Any) -> Histogram:
+        return self._binary(o, operator.sub, True)
+
+    def __isub__(self, o: Any) -> Histogram:
+        return self._inplace(o, operator.sub)
+
+    def __mul__(self, o: Any) -> Histogram:
+        return self._binary(o, operator.mul)
+
+    def __rmul__(self, o: Any) -> Histogram:
+        return self._binary(o, operator.mul, True)
+
+    def __imul__(self, o: Any) -> Histogram:
+        return self._inplace(o, operator.mul)
+
+    def __truediv__(self, o: Any) -> Histogram:
+        return self._binary(o, operator.truediv)
+
+    def __rtruediv__(self, o: Any) -> Histogram:
+        return self._binary(o, operator.truediv, True)
+
+    def __itruediv__(self, o: Any) -> Histogram:
+        return self._inplace(o, operator.truediv)
+
+    def __neg__(self) -> Histogram:
+        return self * -1
+
+    # ------------------------------------------------------------------------ io
+    def write(self, path: str | Path, name: str = "hist", overwrite: bool = False) -> None:
+        """Write to group ``name`` of an HDF5 file in histpy's layout."""
+        from probdeconv.io.histpy_h5 import write_histogram
+
+        write_histogram(self, path, name=name, overwrite=overwrite)
+
+    @classmethod
+    def open(cls, path: str | Path, name: str = "hist") -> Histogram:
+        """Read group ``name`` of an HDF5 file written by histpy, cosipy or probdeconv."""
+        from probdeconv.io.histpy_h5 import read_histogram
+
+        return read_histogram(path, name=name)
+
+    def __repr__(self) -> str:
+        axes = ", ".join(f"{a.label}({a.nbins})" for a in self._axes)
+        fmt = f"sparse nnz={self._coo.nnz}" if self._coo is not None else "dense"
+        return (f"Histogram(axes=[{axes}], unit={str(self._unit) if self._unit else None!r}, "
+                f"{fmt}, dtype={self.dtype})")
+
+
+def _strip(store: Any, track: tuple[bool, ...]) -> Any:
+    """Remove under/overflow bins from the tracked axes of dense or COO contents."""
+    if not any(track):
+        return store
+    if isinstance(store, CooContents):
+        c = store.coords
+        lim = np.array([s - 2 if t else s for s, t in zip(store.shape, track)])
+        shift = np.array(track, dtype=np.int64)[:, None]
+        inner = np.all((c - shift >= 0) & (c - shift < lim[:, None]), axis=0)
+        if not np.all(inner):
+            logger.warning("dropping %d under/overflow entries (sum %s) of sparse contents",
+                           int((~inner).sum()), store.data[~inner].sum())
+        return CooContents(c[:, inner] - shift, store.data[inner], tuple(lim.tolist()),
+                           store.fill_value)
+    inner = store[tuple(slice(1, -1) if t else slice(None) for t in track)]
+    dropped = np.count_nonzero(store) - np.count_nonzero(inner)
+    if dropped:
+        logger.warning("dropping %d non-zero under/overflow bins of dense contents", dropped)
+    return np.ascontiguousarray(inner)
+
+
+def _looks_like_histpy(obj: Any) -> bool:
+    if isinstance(obj, Histogram) or isinstance(obj, np.ndarray):
+        return False
+    if not all(hasattr(obj, k) for k in ("axes", "contents", "unit")):
+        return False
+    try:
+        return all(hasattr(a, "edges") for a in obj.axes)
+    except TypeError:
+        return False
+
+
+def as_histogram(obj: Any) -> Histogram:
+    """Return ``obj`` as a probdeconv :class:`Histogram`.
+
+    Parameters
+    ----------
+    obj : Histogram or histpy.Histogram
+        A probdeconv histogram (returned unchanged) or a histpy one (converted;
+        sparse pydata contents become :class:`CooContents`).
+
+    Raises
+    ------
+    DataError
+        When ``obj`` is neither.
+    """
+    if isinstance(obj, Histogram):
+        return obj
+    if not _looks_like_histpy(obj):
+        raise DataError(f"expected a Histogram (probdeconv or histpy), got a "
+                        f"{type(obj).__module__}.{type(obj).__name__}")
+    axes = []
+    for a in obj.axes:
+        label = getattr(a, "label", None)
+        label = None if label is None else str(label)
+        if hasattr(a, "nside"):
+            axes.append(HealpixAxis(int(a.nside), str(a.scheme), np.asarray(a.edges), label,
+                                    getattr(a, "coordsys", None)))
+        else:
+            scale = getattr(a, "axis_scale", None) or getattr(a, "scale", "linear")
+            axes.append(Axis(a.edges, label=label, scale=scale, unit=getattr(a, "unit", None)))
+    unit = obj.unit
+
+    def values(c: Any, un: Any) -> Any:
+        if _is_coo_like(c):
+            return _to_coo(c)
+        if isinstance(c, u.Quantity):
+            return c.to_value(un) if un is not None else c.value
+        return np.asarray(c)
+
+    w2 = getattr(obj, "sumw2", None)
+    if w2 is not None:
+        w2 = values(getattr(w2, "contents", w2), None if unit is None else unit**2)
+    return Histogram(Axes(axes), values(obj.contents, unit), unit=unit, sumw2=w2)

@@ -1,0 +1,1 @@
+"""File readers and writers of probdeconv (histpy/cosipy HDF5 layout)."""

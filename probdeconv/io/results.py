@@ -1,0 +1,99 @@
+"""Saving deconvolution results in cosipy's layout, atomically.
+
+- one HDF5 file per map (``model.hdf5``, ``delta_model.hdf5``, ...): group ``result``
+  holds the final map and, unless only the final result is asked for, group
+  ``iteration<N>`` each iteration's map;
+- ``results.fits``: one binary table per scalar series (``ALPHA``, ``BKG_NORM``,
+  ``LOG-LIKELIHOOD``, ...), each with the counter column ``iteration``.
+
+Every file is written to a temporary name in the target directory and renamed, so an
+interrupted run never leaves a half-written file in place of a good one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .histpy_h5 import write_histogram
+
+__all__ = ["save_histogram_series", "save_scalar_tables"]
+
+logger = logging.getLogger(__name__)
+
+
+def _tmp_in(directory: Path, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    os.close(fd)
+    os.unlink(name)
+    return Path(name)
+
+
+def save_histogram_series(path: str | Path, results: Sequence[dict], key: str,
+                          counter_name: str = "iteration", only_final_result: bool = False
+                          ) -> Path:
+    """Write ``results[-1][key]`` as group ``result`` and each iteration's as ``<counter><N>``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_in(path.parent, ".hdf5")
+    try:
+        write_histogram(results[-1][key], tmp, name="result", overwrite=True)
+        if not only_final_result:
+            for r in results:
+                write_histogram(r[key], tmp, name=f"{counter_name}{r[counter_name]}",
+                                overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def save_scalar_tables(path: str | Path, results: Sequence[dict], *,
+                       counter_name: str = "iteration",
+                       values: Sequence[tuple[str, str]] = (),
+                       dicts: Sequence[tuple[str, str]] = (),
+                       lists: Sequence[tuple[str, str, Sequence[str]]] = ()) -> Path:
+    """Write per-iteration scalars as FITS binary tables.
+
+    ``values``: ``(result key, HDU name)`` of a float per iteration; ``dicts``: a dict of
+    floats per iteration (one column per key); ``lists``: a list per iteration with the
+    column names given (e.g. dataset names).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    counter = fits.Column(name=counter_name, format="K",
+                          array=np.array([int(r[counter_name]) for r in results]))
+    hdus: list = [fits.PrimaryHDU()]
+    for key, name in values:
+        col = fits.Column(name=key, format="D", array=[float(r[key]) for r in results])
+        hdu = fits.BinTableHDU.from_columns([counter, col])
+        hdu.name = name
+        hdus.append(hdu)
+    for key, name in dicts:
+        names = list(results[0][key].keys()) if results else []
+        cols = [fits.Column(name=k, format="D", array=[float(r[key][k]) for r in results])
+                for k in names]
+        hdu = fits.BinTableHDU.from_columns([counter, *cols])
+        hdu.name = name
+        hdus.append(hdu)
+    for key, name, colnames in lists:
+        cols = [fits.Column(name=str(c), format="D", array=[float(r[key][i]) for r in results])
+                for i, c in enumerate(colnames)]
+        hdu = fits.BinTableHDU.from_columns([counter, *cols])
+        hdu.name = name
+        hdus.append(hdu)
+    tmp = _tmp_in(path.parent, ".fits")
+    try:
+        fits.HDUList(hdus).writeto(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
