@@ -303,10 +303,8 @@ _PRIOR_NAMES = ("TSV", "entropy", "gamma")
 
 
 def _bad(path: str, value: Any, what: str, choices: Iterable[Any] | None = None) -> ParameterError:
-    msg = f"{path}: got {_show(value)}; expected {what}"
-    if choices is not None:
-        msg += "; valid choices: " + ", ".join(map(str, choices))
-    return ParameterError(msg + ".")
+    tail = "" if choices is None else "; valid choices: " + ", ".join(map(str, choices))
+    return ParameterError(f"{path}: got {_show(value)}; expected {what}{tail}.")
 
 
 def _unknown_key(path: str, key: Any, value: Any, valid: Iterable[Any]) -> ParameterError:
@@ -317,10 +315,8 @@ def _unknown_key(path: str, key: Any, value: Any, valid: Iterable[Any]) -> Param
 
 
 def _what(spec: Any) -> str:
-    if isinstance(spec, dict):
-        return "a mapping with keys " + ", ".join(spec)
-    if isinstance(spec, tuple):
-        return "one of " + ", ".join(spec)
+    if isinstance(spec, dict | tuple):
+        return ("a mapping with keys " if isinstance(spec, dict) else "one of ") + ", ".join(spec)
     return _WHAT[spec]
 
 
@@ -328,8 +324,7 @@ def _real(value: Any, path: str, kind: str = "real") -> float:
     if kind == "real|inf" and isinstance(value, str) and value.strip().lower() in _INF_WORDS:
         value = math.inf
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-    if ok and (math.isnan(value) or (math.isinf(value) and kind != "real|inf")):
-        ok = False
+    ok = ok and not math.isnan(value) and (kind == "real|inf" or not math.isinf(value))
     if not ok or value < {"real>=0": 0.0, "real>=1": 1.0}.get(kind, -math.inf):
         raise _bad(path, value, _WHAT[kind])
     return float(value)
@@ -343,7 +338,8 @@ def _unit(value: Any, path: str, kind: str) -> str:
     try:
         unit = u.Unit(value)
     except (ValueError, TypeError) as exc:
-        raise _bad(path, value, f"{_WHAT[kind]} (astropy: {exc})") from exc
+        reason = str(exc).split(". ")[0]  # astropy appends long advice after the first sentence
+        raise _bad(path, value, f"{_WHAT[kind]} (astropy: {reason})") from exc
     if kind != "unit" and not unit.is_equivalent(u.Unit(kind[5:])):
         raise _bad(path, value, _WHAT[kind])
     return value
@@ -370,7 +366,7 @@ def _leaf(kind: Any, value: Any, path: str) -> Any:
     elif kind in ("edges", "fluxes") and isinstance(value, list | tuple):
         out = [_real(v, f"{path}[{i}]", "real>=0" if kind == "fluxes" else "real")
                for i, v in enumerate(value)]
-        if kind == "fluxes" and out or len(out) >= 2 and all(np.diff(out) > 0):
+        if out if kind == "fluxes" else len(out) >= 2 and all(np.diff(out) > 0):
             return out
     elif kind == "ranges":
         return _ranges(value, path)
@@ -462,33 +458,22 @@ _EM_FILTERS = {
                       "algorithm": (("MaxStep", "LineSearch", "SQUAREM"), "MaxStep")}, {}),
 }
 _FWHM = {"value": ("real>=0", _REQ), "unit": ("unit:deg", _REQ)}
-
-
-def _stopping(*statistics: str) -> tuple[dict, dict]:
-    return {"statistics": (statistics, statistics[0]), "threshold": ("real", 1.0e-2)}, {}
-
-
+_THRESHOLD = ("real", 1.0e-2)
 _SCHEMAS: dict[str, dict] = {
-    "RLsimple": {**_COMMON},
-    "RL": {
-        **_COMMON,
-        **_EM_FILTERS,
-        "smoothing": ({"activate": _OFF, "FWHM": (_FWHM, _OMIT)}, {}),
-        "stopping_criteria": _stopping("log-likelihood"),
-    },
-    "MAP_RL": {
-        **_COMMON,
-        **_EM_FILTERS,
-        "stopping_criteria": _stopping("log-posterior", "log-likelihood"),
-        "prior": ("prior", {}),
-    },
+    "RLsimple": {**_COMMON, "stopping_criteria": ("ignored", _OMIT)},
+    "RL": {**_COMMON, **_EM_FILTERS,
+           "smoothing": ({"activate": _OFF, "FWHM": (_FWHM, _OMIT)}, {}),
+           "stopping_criteria": ({"statistics": (("log-likelihood",), "log-likelihood"),
+                                  "threshold": _THRESHOLD}, {})},
+    "MAP_RL": {**_COMMON, **_EM_FILTERS, "prior": ("prior", {}),
+               "stopping_criteria": ({"statistics": (("log-posterior", "log-likelihood"),
+                                                     "log-posterior"),
+                                      "threshold": _THRESHOLD}, {})},
 }
 _MODEL_PROPERTY = {
-    "coordinate": ("str", "galactic"),
-    "nside": ("nside", _REQ),
-    "scheme": (("ring", "nested"), "ring"),
+    "coordinate": ("str", "galactic"), "nside": ("nside", _REQ),
+    "scheme": (("ring", "nested"), "ring"), "unit": ("unit", FLUX_UNIT),
     "energy_edges": ({"value": ("edges", _REQ), "unit": ("unit:keV", _REQ)}, _REQ),
-    "unit": ("unit", FLUX_UNIT),
 }
 _MODEL_INIT = {
     "algorithm": (("flat",), "flat"),

@@ -273,7 +273,8 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
                 u.sr)), dtype=dtype, name=str(self.name), **kw)
         self._response_unit = expected
         s = np.asarray(fm.exposure(self._forward))
-        self._exposure_map = Histogram(self._model_axes, contents=s, unit=expected * u.sr)
+        exp_unit = expected * u.sr * (u.s if ccm is not None else 1)  # CCM dwell times are in s
+        self._exposure_map = Histogram(self._model_axes, contents=s, unit=exp_unit)
 
     # ------------------------------------------------------------------ forward model access
     @property

@@ -1056,7 +1056,18 @@ def as_histogram(obj: Any) -> Histogram:
             return c.to_value(un) if un is not None else c.value
         return np.asarray(c)
 
+    # histpy keeps under/overflow bins in ``full_contents``; taking those and stripping
+    # them here avoids histpy's (numba-compiled, slow) sparse slicing behind ``contents``.
+    track = getattr(obj, "track_overflow", None)
+    full = callable(track) and hasattr(obj, "full_contents")
+    track = tuple(bool(t) for t in track()) if full else None
+
+    def raw(h: Any) -> Any:
+        return h.full_contents if full else h.contents
+
     w2 = getattr(obj, "sumw2", None)
     if w2 is not None:
-        w2 = values(getattr(w2, "contents", w2), None if unit is None else unit**2)
-    return Histogram(Axes(axes), values(obj.contents, unit), unit=unit, sumw2=w2)
+        w2 = values(raw(w2) if hasattr(w2, "contents") else w2,
+                    None if unit is None else unit**2)
+    return Histogram(Axes(axes), values(raw(obj), unit), unit=unit, sumw2=w2,
+                     track_overflow=track)

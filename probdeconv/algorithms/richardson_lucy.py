@@ -48,9 +48,9 @@ class _EMShell(DeconvolutionAlgorithmBase):
             ranges = ranges.to_dict()
         unknown = [k for k in ranges if k not in self.dict_bkg_norm]
         if unknown:
-            raise DataError(
-                f"background_normalization_optimization:range names {unknown}, which no "
-                f"dataset has; background models: {list(self.dict_bkg_norm)}.")
+            logger.warning("background_normalization_optimization:range names %s, which no "
+                           "dataset has (background models: %s); ignored.", unknown,
+                           list(self.dict_bkg_norm))
         self.dict_bkg_norm_range = {k: list(ranges.get(k, [0.0, 100.0]))
                                     for k in self.dict_bkg_norm}
         self.do_response_weighting = bool(p.get("response_weighting:activate", False))

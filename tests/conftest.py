@@ -1,0 +1,39 @@
+"""Shared fixtures: the cosipy test files (skipped when absent) and tiny synthetic problems."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import probdeconv  # noqa: F401  (switches JAX to float64)
+
+TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "cosipy-testdata"
+
+
+@pytest.fixture(scope="session")
+def testdata() -> Path:
+    """Directory of cosipy's small test files (``../shared/cosipy-testdata``)."""
+    if not (TESTDATA / "test_precomputed_response.h5").exists():
+        pytest.skip(f"cosipy test data not found at {TESTDATA} (expected ../shared beside the "
+                    "checkout, as in CI)")
+    return TESTDATA
+
+
+def synthetic_arrays(seed: int = 0, local: bool = False, n_pix: int = 12, n_e: int = 2,
+                     data_shape=(2, 3, 12), n_t: int = 3, n_bkg: int = 1):
+    """Random counts, response, backgrounds (and CCM) of a tiny problem."""
+    rng = np.random.default_rng(seed)
+    response = rng.random((n_pix, n_e, *data_shape)) * (rng.random((n_pix, n_e, *data_shape))
+                                                        > 0.3)
+    shape = ((n_t,) if local else ()) + tuple(data_shape)
+    counts = rng.poisson(3.0, shape).astype(float)
+    bkgs = [rng.random(shape) + 0.1 for _ in range(n_bkg)]
+    ccm = None
+    if local:
+        t = np.repeat(np.arange(n_t), n_pix * 4)
+        l = np.tile(np.repeat(np.arange(n_pix), 4), n_t)
+        v = rng.integers(0, n_pix, t.size)
+        ccm = (np.array([t, l, v]), rng.random(t.size) * 10.0)
+    return counts, response, bkgs, ccm

@@ -1,0 +1,79 @@
+"""Properties of the EM core: monotone likelihood, non-negativity, masks, no recompilation."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import synthetic_arrays
+
+from probdeconv import forward as fm
+from probdeconv.algorithms import em
+
+
+def _problem(local=False, seed=0):
+    counts, response, bkgs, ccm = synthetic_arrays(seed, local=local)
+    return (fm.make_dataset(counts, response, bkgs, ccm=ccm),)
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["galactic", "spacecraft"])
+@pytest.mark.parametrize("bkg", [False, True], ids=["fixed-bkg", "fit-bkg"])
+def test_plain_em_never_lowers_likelihood(local, bkg):
+    """RLsimple is EM: the log-likelihood is non-decreasing (up to rounding)."""
+    dss = _problem(local)
+    opts = em.EMOptions(simple=True, optimize_bkg=bkg)
+    params = make = em.make_params(dss, opts)
+    del make
+    state = em.init(jnp.ones(dss[0].model_shape), jnp.ones(1), dss, params)
+    step = em.build_step(opts)
+    prev = float(em.state_loglik(state.model, dss, state.bkg_norm))
+    for _ in range(25):
+        state, info = step(state, dss, params)
+        now = float(info.loglik.sum())
+        assert now >= prev - 1e-9 * abs(prev)
+        assert bool(jnp.all(state.model >= 0))
+        prev = now
+
+
+@pytest.mark.parametrize("opts", [
+    em.EMOptions(simple=False, weighting=True, acceleration=True, optimize_bkg=True),
+    em.EMOptions(simple=False, smoothing=True, acceleration=True),
+], ids=["accelerated", "smoothed"])
+def test_images_stay_nonnegative_and_masked(opts):
+    dss = _problem(False, seed=4)
+    mask = np.ones(dss[0].model_shape, bool)
+    mask[3, :] = False
+    params = em.make_params(dss, opts, mask=mask, alpha_max=10.0, smoothing_fwhm_rad=0.3)
+    state = em.init(jnp.ones(dss[0].model_shape), jnp.ones(1), dss, params)
+    step = em.build_step(opts)
+    for _ in range(8):
+        state, info = step(state, dss, params)
+        assert bool(jnp.all(state.model >= 0))
+        assert bool(jnp.all(state.model[3] == 0))
+        assert 1.0 <= float(info.alpha) <= 10.0
+
+
+def test_no_recompilation_between_iterations_or_runs():
+    """One trace for a given option set, whatever the numbers or the data values."""
+    opts = em.EMOptions(simple=False, weighting=True, acceleration=True, optimize_bkg=True,
+                        nest=True)  # options used by no other test: a fresh cache entry
+    step = em.build_step(opts)
+    before = em.TRACE_COUNT[opts]
+    for seed, alpha_max in [(0, 2.0), (1, 5.0)]:
+        dss = _problem(False, seed=seed)
+        params = em.make_params(dss, opts, alpha_max=alpha_max)
+        state = em.init(jnp.ones(dss[0].model_shape), jnp.ones(1), dss, params)
+        for _ in range(4):
+            state, _ = step(state, dss, params)
+    assert em.TRACE_COUNT[opts] - before == 1
+
+
+def test_alpha_rule():
+    model = jnp.array([[1.0], [2.0], [1.0], [5.0]])
+    delta = jnp.array([[-0.5], [-4.0], [0.0], [1.0]])
+    mask = jnp.array([[True], [True], [True], [True]])
+    # -λ/δ over δ<0: 2.0 and 0.5 -> min 0.5 -> clipped up to 1
+    assert float(em.calc_alpha(model, delta, mask, 10.0)) == 1.0
+    mask = mask.at[1].set(False)
+    assert float(em.calc_alpha(model, delta, mask, 10.0)) == 2.0
+    assert float(em.calc_alpha(model, delta, mask, 1.5)) == 1.5
