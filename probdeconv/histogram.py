@@ -28,13 +28,14 @@ import astropy.units as u
 import healpy as hp
 import numpy as np
 
-from probdeconv.errors import AxisMismatchError, DataError, ParameterError
+from probdeconv.errors import AxisMismatchError, DataError, ParameterError, ProbdeconvError
 
 __all__ = ["Axis", "HealpixAxis", "Axes", "CooContents", "Histogram", "as_histogram"]
 
 logger = logging.getLogger(__name__)
 
 _SCALES = ("linear", "log", "symmetric")
+_SAME = object()  # sentinel: keep the unit of the histogram
 
 
 def _short(a: Any) -> str:
@@ -739,10 +740,10 @@ class Histogram:
         return self._coo if self._coo is not None else self._wrap(self._values)
 
     # ------------------------------------------------------------- conversions
-    def _new(self, store: Any, unit: Any = "same", sumw2: Any = None,
+    def _new(self, store: Any, unit: Any = _SAME, sumw2: Any = None,
              axes: Axes | None = None, track: tuple[bool, ...] | None = None) -> Histogram:
         new = Histogram(self._axes if axes is None else axes, store,
-                        unit=self._unit if unit == "same" else unit, sumw2=sumw2, copy=False)
+                        unit=self._unit if unit is _SAME else unit, sumw2=sumw2, copy=False)
         new._track_overflow = self._track_overflow if track is None else track
         return new
 
@@ -788,10 +789,26 @@ class Histogram:
         return a.copy() if copy else a
 
     # ---------------------------------------------------------------- reductions
-    def sum(self) -> Any:
-        """Sum over all bins (Quantity when a unit is set)."""
-        total = self._coo.sum() if self._coo is not None else self._values.sum()
-        return self._wrap(total)
+    def sum(self, axis: Any = None, dtype: Any = None, out: None = None,
+            keepdims: bool = False) -> Any:
+        """Sum of the bin values (Quantity when a unit is set).
+
+        Parameters
+        ----------
+        axis : int, str or sequence of those, optional
+            Axes (indices or labels) to sum over; default all.  Use :meth:`project`
+            to keep the result a Histogram.
+        dtype, out, keepdims
+            As for :func:`numpy.sum` (``out`` is not supported), so ``np.sum(h)`` works.
+        """
+        if out is not None:
+            raise ParameterError("Histogram.sum(out=...) is not supported; use the result")
+        if axis is None and dtype is None and not keepdims:
+            total = self._coo.sum() if self._coo is not None else self._values.sum()
+            return self._wrap(total)
+        idx = None if axis is None else self._axes.label_to_index(
+            list(axis) if isinstance(axis, (list, tuple)) else axis)
+        return self._wrap(np.sum(self._dense(), axis=idx, dtype=dtype, keepdims=keepdims))
 
     def project(self, *labels: Any) -> Histogram:
         """Sum over all axes except ``labels``; the result axes follow the given order."""
@@ -855,7 +872,7 @@ class Histogram:
 
     def _binary(self, other: Any, op: Callable, reflected: bool = False) -> Histogram:
         other = self._operand(other)
-        b = other[:] if isinstance(other, Histogram) and not other.is_sparse else other
+        b = other
         try:
             fast = self._sparse_op(other, op, reflected)
             if fast is not None:
@@ -863,6 +880,8 @@ class Histogram:
             a = self._wrap(self._dense())
             b = other[:] if isinstance(other, Histogram) else other
             res = op(b, a) if reflected else op(a, b)
+        except ProbdeconvError:
+            raise
         except u.UnitsError as err:
             units = getattr(b, "unit", None)
             raise DataError(f"units do not combine: histogram in {self._unit} and operand in "
@@ -982,8 +1001,8 @@ class Histogram:
     def __repr__(self) -> str:
         axes = ", ".join(f"{a.label}({a.nbins})" for a in self._axes)
         fmt = f"sparse nnz={self._coo.nnz}" if self._coo is not None else "dense"
-        return (f"Histogram(axes=[{axes}], unit={str(self._unit) if self._unit else None!r}, "
-                f"{fmt}, dtype={self.dtype})")
+        unit = None if self._unit is None else str(self._unit)
+        return f"Histogram(axes=[{axes}], unit={unit!r}, {fmt}, dtype={self.dtype})"
 
 
 def _strip(store: Any, track: tuple[bool, ...]) -> Any:
@@ -1010,7 +1029,10 @@ def _strip(store: Any, track: tuple[bool, ...]) -> Any:
 def _looks_like_histpy(obj: Any) -> bool:
     if isinstance(obj, Histogram) or isinstance(obj, np.ndarray):
         return False
-    if not all(hasattr(obj, k) for k in ("axes", "contents", "unit")):
+    # look the names up without evaluating properties (histpy's sparse ``contents``
+    # slices and compiles numba code)
+    names = set(dir(type(obj))) | set(getattr(obj, "__dict__", {}))
+    if not {"axes", "contents", "unit"} <= names:
         return False
     try:
         return all(hasattr(a, "edges") for a in obj.axes)

@@ -134,7 +134,7 @@ class FullDetectorResponse:
         return self.axes["NuLambda"].npix
 
     def pixel(self, ipix: int) -> np.ndarray:
-        """Dense ``[Ei, Em, Phi, PsiChi]`` response of one ``NuLambda`` pixel (extra axes summed)."""
+        """Dense ``[Ei, Em, Phi, PsiChi]`` response of one ``NuLambda`` pixel, extra axes summed."""
         drm = self._file["DRM"]
         shape = tuple(self.axes.nbins[1:])
         n_image = len(IMAGE_RESPONSE_AXES) - 1

@@ -297,6 +297,9 @@ def test_project(rng: np.random.Generator) -> None:
     np.testing.assert_allclose(np.asarray(sp), values.sum(axis=1).T)
     with pytest.raises(AxisMismatchError, match="'d'"):
         h.project("d")
+    assert np.sum(h) == h.sum() == values.sum() * u.s
+    np.testing.assert_allclose(h.sum(axis=["a", "c"]).value, values.sum(axis=(0, 2)))
+    np.testing.assert_allclose(h.to_sparse().sum(axis="b").value, values.sum(axis=1))
     with pytest.raises(ParameterError, match="twice"):
         h.project("a", "a")
 
