@@ -9,6 +9,7 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from .algorithms.base import DeconvolutionAlgorithmBase  # noqa: E402
+from .algorithms.map_richardson_lucy import MAP_RichardsonLucy  # noqa: E402
 from .algorithms.richardson_lucy import RichardsonLucy, RichardsonLucySimple  # noqa: E402
 from .config import Parameters  # noqa: E402
 from .dataif import DataIF_COSI_DC2, ImageDeconvolutionDataInterfaceBase  # noqa: E402
@@ -41,6 +42,7 @@ __all__ = [
     "Histogram",
     "ImageDeconvolution",
     "ImageDeconvolutionDataInterfaceBase",
+    "MAP_RichardsonLucy",
     "ModelBase",
     "Parameters",
     "ParameterError",

@@ -455,7 +455,8 @@ _COMMON = {  # key: (spec, default); a spec is a section dict, a _WHAT name or c
 _EM_FILTERS = {
     "response_weighting": ({"activate": _OFF, "index": ("real", 0.5)}, {}),
     "acceleration": ({"activate": _OFF, "alpha_max": ("real>=1", 1.0),
-                      "algorithm": (("MaxStep", "LineSearch", "SQUAREM"), "MaxStep")}, {}),
+                      "algorithm": (("classic", "MaxStep", "LineSearch", "SQUAREM"),
+                                    "classic")}, {}),
 }
 _FWHM = {"value": ("real>=0", _REQ), "unit": ("unit:deg", _REQ)}
 _THRESHOLD = ("real", 1.0e-2)
@@ -516,7 +517,7 @@ def validate_algorithm_parameters(algorithm: str, parameter: Any = None) -> dict
     --------
     >>> p = validate_algorithm_parameters("RL", {"acceleration": {"activate": True}})
     >>> p["acceleration"], p["iteration_max"]
-    ({'activate': True, 'alpha_max': 1.0, 'algorithm': 'MaxStep'}, 1)
+    ({'activate': True, 'alpha_max': 1.0, 'algorithm': 'classic'}, 1)
     """
     if not isinstance(algorithm, str) or algorithm not in _SCHEMAS:
         raise _bad("deconvolution:algorithm", algorithm, "an algorithm name", KNOWN_ALGORITHMS)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .algorithms.map_richardson_lucy import MAP_RichardsonLucy
 from .algorithms.richardson_lucy import RichardsonLucy, RichardsonLucySimple
 from .config import Parameters, validate_run_parameters
 from .errors import DataError, ParameterError
@@ -34,7 +35,8 @@ class ImageDeconvolution:
     """Reconstruct all-sky images from COSI data (cosipy's ``ImageDeconvolution`` API)."""
 
     model_classes = {"AllSkyImage": AllSkyImageModel}
-    deconvolution_algorithm_classes = {"RL": RichardsonLucy, "RLsimple": RichardsonLucySimple}
+    deconvolution_algorithm_classes = {"RL": RichardsonLucy, "RLsimple": RichardsonLucySimple,
+                                       "MAP_RL": MAP_RichardsonLucy}
 
     def __init__(self):
         self._dataset = None

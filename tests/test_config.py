@@ -227,7 +227,7 @@ def test_defaults_filled_for_rl():
         "background_normalization_optimization": {"activate": False, "range": None},
         "save_results": {"activate": False, "directory": "./results", "only_final_result": False},
         "response_weighting": {"activate": False, "index": 0.5},
-        "acceleration": {"activate": False, "alpha_max": 1.0, "algorithm": "MaxStep"},
+        "acceleration": {"activate": False, "alpha_max": 1.0, "algorithm": "classic"},
         "smoothing": {"activate": False},
         "stopping_criteria": {"statistics": "log-likelihood", "threshold": 1.0e-2},
     }
@@ -285,7 +285,7 @@ def test_unknown_keys_at_several_depths(algorithm, parameter, path, needle):
         ({"acceleration": {"activate": 1}}, "acceleration:activate", "a boolean"),
         ({"acceleration": {"alpha_max": 0.5}}, "acceleration:alpha_max", "number >= 1"),
         ({"acceleration": {"algorithm": "Fast"}}, "acceleration:algorithm",
-         "valid choices: MaxStep, LineSearch, SQUAREM"),
+         "valid choices: classic, MaxStep, LineSearch, SQUAREM"),
         ({"minimum_flux": {"value": "0"}}, "minimum_flux:value", "a finite number >= 0"),
         ({"minimum_flux": {"value": float("nan")}}, "minimum_flux:value", "finite number"),
         ({"minimum_flux": {"unit": "furlongs"}}, "minimum_flux:unit", "astropy unit string"),

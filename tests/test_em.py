@@ -36,8 +36,8 @@ def test_plain_em_never_lowers_likelihood(local, bkg):
 
 
 @pytest.mark.parametrize("opts", [
-    em.EMOptions(simple=False, weighting=True, acceleration=True, optimize_bkg=True),
-    em.EMOptions(simple=False, smoothing=True, acceleration=True),
+    em.EMOptions(simple=False, weighting=True, acceleration="classic", optimize_bkg=True),
+    em.EMOptions(simple=False, smoothing=True, acceleration="classic"),
 ], ids=["accelerated", "smoothed"])
 def test_images_stay_nonnegative_and_masked(opts):
     dss = _problem(False, seed=4)
@@ -55,7 +55,7 @@ def test_images_stay_nonnegative_and_masked(opts):
 
 def test_no_recompilation_between_iterations_or_runs():
     """One trace for a given option set, whatever the numbers or the data values."""
-    opts = em.EMOptions(simple=False, weighting=True, acceleration=True, optimize_bkg=True,
+    opts = em.EMOptions(simple=False, weighting=True, acceleration="classic", optimize_bkg=True,
                         nest=True)  # options used by no other test: a fresh cache entry
     step = em.build_step(opts)
     before = em.TRACE_COUNT[opts]
@@ -77,3 +77,49 @@ def test_alpha_rule():
     mask = mask.at[1].set(False)
     assert float(em.calc_alpha(model, delta, mask, 10.0)) == 2.0
     assert float(em.calc_alpha(model, delta, mask, 1.5)) == 1.5
+
+
+@pytest.mark.parametrize("kind", ["MaxStep", "LineSearch", "SQUAREM"])
+@pytest.mark.parametrize("local", [False, True], ids=["galactic", "spacecraft"])
+def test_monotone_accelerators_never_lower_likelihood(kind, local):
+    """MaxStep / LineSearch (accept only if not worse) and SQUAREM (fallback) are monotone,
+    and the stored sky part equals a fresh forward projection of the image."""
+    dss = _problem(local, seed=7)
+    opts = em.EMOptions(acceleration=kind, optimize_bkg=True)
+    params = em.make_params(dss, opts, alpha_max=10.0)
+    state = em.init(jnp.ones(dss[0].model_shape), jnp.ones(1), dss, params)
+    step = em.build_step(opts)
+    prev = float(em.state_loglik(state.model, dss, state.bkg_norm))
+    for _ in range(10):
+        state, info = step(state, dss, params)
+        now = float(info.loglik.sum())
+        assert now >= prev - 1e-9 * abs(prev)
+        assert bool(jnp.all(state.model >= 0))
+        prev = now
+    fresh = em.sky_counts(dss, state.model)
+    np.testing.assert_allclose(state.sky[0], fresh[0], rtol=1e-9, atol=1e-12)
+    assert now == pytest.approx(float(em.state_loglik(state.model, dss, state.bkg_norm)),
+                                rel=1e-12)
+
+
+def test_accelerators_beat_plain_rl():
+    """After the same number of response passes, SQUAREM and LineSearch are ahead."""
+    dss = _problem(False, seed=8)
+    out = {}
+    for kind, iters in [("none", 60), ("LineSearch", 60), ("SQUAREM", 24)]:  # 120 passes each
+        opts = em.EMOptions(acceleration=kind)
+        params = em.make_params(dss, opts, alpha_max=10.0)
+        state = em.init(jnp.ones(dss[0].model_shape), jnp.ones(1), dss, params)
+        step = em.build_step(opts)
+        for _ in range(iters):
+            state, info = step(state, dss, params)
+        out[kind] = float(info.loglik.sum())
+    assert out["LineSearch"] > out["none"]
+    assert out["SQUAREM"] > out["none"]
+
+
+def test_unknown_accelerator_is_named():
+    from probdeconv.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="Nesterov"):
+        em.build_step(em.EMOptions(acceleration="Nesterov"))

@@ -39,20 +39,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import forward as fm
+from ..errors import ParameterError
+from . import accelerate
 
-__all__ = ["EMOptions", "EMParams", "EMState", "EMInfo", "init", "step", "make_params",
-           "calc_alpha", "state_loglik"]
+__all__ = ["EMOptions", "EMParams", "EMState", "EMInfo", "init", "step", "squarem",
+           "make_params", "calc_alpha", "state_loglik", "build_step", "sky_counts",
+           "expectations", "logliks"]
 
 logger = logging.getLogger(__name__)
 
 
 class EMOptions(NamedTuple):
-    """Static (structural) choices; hashable, so they can be a ``jit`` static argument."""
+    """Static (structural) choices; hashable, so they select the compiled step."""
 
-    simple: bool = False  # True: RLsimple (recompute E first, no acceleration/smoothing)
+    simple: bool = False  # True: RLsimple (recompute E first, no smoothing)
     weighting: bool = False
     smoothing: bool = False
-    acceleration: bool = False
+    acceleration: str = "none"  # none | classic | MaxStep | LineSearch (SQUAREM wraps step)
     optimize_bkg: bool = False
     nest: bool = False  # HEALPix scheme of the image, for smoothing
 
@@ -73,7 +76,7 @@ class EMParams(NamedTuple):
 class EMState(NamedTuple):
     model: jax.Array  # [lb, Ei]
     bkg_norm: jax.Array  # [K]
-    expectations: tuple  # per dataset [t, i]
+    sky: tuple  # per dataset [t, i]: A λ, the sky part of the expectation
     iteration: jax.Array  # int
 
 
@@ -125,8 +128,21 @@ def make_params(
     )
 
 
-def _expectations(datasets, model, bkg_norm) -> tuple:
-    return tuple(fm.expected_counts(ds, model, bkg_norm) for ds in datasets)
+def sky_counts(datasets, model) -> tuple:
+    """``A λ`` per dataset (one forward projection each)."""
+    return tuple(fm.sky_counts(ds, model) for ds in datasets)
+
+
+def expectations(datasets, sky, bkg_norm) -> tuple:
+    """``E = A λ + ε + Σ b B`` per dataset from the stored sky part."""
+    return tuple(s + fm.ALMOST_ZERO + fm.background_counts(ds, bkg_norm)
+                 for ds, s in zip(datasets, sky))
+
+
+def logliks(datasets, sky, bkg_norm) -> jax.Array:
+    """Log-likelihood per dataset, ``[n_datasets]``."""
+    return jnp.stack([fm.log_likelihood(ds, e)
+                      for ds, e in zip(datasets, expectations(datasets, sky, bkg_norm))])
 
 
 def init(model: jax.Array, bkg_norm: jax.Array, datasets: Sequence[fm.Dataset],
@@ -135,7 +151,7 @@ def init(model: jax.Array, bkg_norm: jax.Array, datasets: Sequence[fm.Dataset],
     del params
     model = jnp.asarray(model)
     bkg_norm = jnp.asarray(bkg_norm, dtype=model.dtype)
-    return EMState(model, bkg_norm, _expectations(datasets, model, bkg_norm),
+    return EMState(model, bkg_norm, sky_counts(datasets, model),
                    jnp.asarray(0, dtype=jnp.int32))
 
 
@@ -207,30 +223,78 @@ def _m_step(state: EMState, datasets, params: EMParams, options: EMOptions, expe
 def step(state: EMState, datasets: Sequence[fm.Dataset], params: EMParams,
          options: EMOptions) -> tuple[EMState, EMInfo]:
     """One EM iteration; returns the new state and what the iteration recorded."""
-    if options.simple:
-        expectations = _expectations(datasets, state.model, state.bkg_norm)  # E-step
-    else:
-        expectations = state.expectations
-    delta, bkg_norm = _m_step(state, datasets, params, options, expectations)
+    if options.simple:  # E-step: expectation of the current image
+        sky = sky_counts(datasets, state.model)
+    else:  # RL: the expectation refreshed at the end of the previous iteration
+        sky = state.sky
+    expect = expectations(datasets, sky, state.bkg_norm)
+    delta, bkg_norm = _m_step(state, datasets, params, options, expect)
     processed = delta
     if options.weighting:
         processed = processed * params.weight
     if options.smoothing and not options.simple:
         processed = smooth(processed, params.smoothing_fwhm, options.nest)
-    if options.acceleration and not options.simple:
-        alpha = calc_alpha(state.model, processed, params.mask, params.alpha_max)
+    kind = "none" if options.simple else options.acceleration
+    if kind in ("MaxStep", "LineSearch"):
+        model, alpha, new_sky = _searched_update(state, datasets, params, kind, processed,
+                                                 bkg_norm)
     else:
-        alpha = jnp.asarray(1.0, dtype=state.model.dtype)
-    # The barrier keeps ``α δ'`` a separate rounding step (no fused multiply-add), so the
-    # pixel that limits ``α`` lands on the same value as in cosipy's numpy arithmetic.
-    step_map = jax.lax.optimization_barrier(alpha * processed)
-    model = state.model + step_map
-    model = jnp.maximum(model, params.minimum_flux)
-    model = jnp.where(params.mask, model, 0.0)
-    new_expect = _expectations(datasets, model, bkg_norm)
-    loglik = jnp.stack([fm.log_likelihood(ds, e) for ds, e in zip(datasets, new_expect)])
-    new_state = EMState(model, bkg_norm, new_expect, state.iteration + 1)
+        if kind == "classic":
+            alpha = calc_alpha(state.model, processed, params.mask, params.alpha_max)
+        else:
+            alpha = jnp.asarray(1.0, dtype=state.model.dtype)
+        # The barrier keeps ``α δ'`` a separate rounding step (no fused multiply-add), so
+        # the pixel that limits ``α`` lands on the same value as in cosipy's arithmetic.
+        step_map = jax.lax.optimization_barrier(alpha * processed)
+        model = state.model + step_map
+        model = jnp.maximum(model, params.minimum_flux)
+        model = jnp.where(params.mask, model, 0.0)
+        new_sky = sky_counts(datasets, model)
+    loglik = logliks(datasets, new_sky, bkg_norm)
+    new_state = EMState(model, bkg_norm, new_sky, state.iteration + 1)
     return new_state, EMInfo(delta, processed, alpha, loglik)
+
+
+def _searched_update(state, datasets, params, kind, processed, bkg_norm):
+    """``MaxStep`` / ``LineSearch``: the step along the masked direction, E linear in α."""
+    floor = params.minimum_flux
+    d = jnp.where(params.mask, processed, 0.0)
+    d = jnp.where((state.model <= floor) & (d < 0), 0.0, d)  # active bound: no move
+    a_f = accelerate.feasible_alpha(state.model, d, floor)
+    lo = jnp.minimum(1.0, a_f)
+    hi = jnp.maximum(jnp.minimum(a_f, params.alpha_max), lo)
+    sky_d = sky_counts(datasets, d)  # one forward projection of the direction
+
+    def objective(alpha):
+        sky = tuple(s + alpha * sd for s, sd in zip(state.sky, sky_d))
+        return jnp.sum(logliks(datasets, sky, bkg_norm))
+
+    alpha = accelerate.search_alpha(kind, objective, lo, hi)
+    model = jnp.where(params.mask, jnp.maximum(state.model + alpha * d, floor), 0.0)
+    new_sky = tuple(s + alpha * sd for s, sd in zip(state.sky, sky_d))
+    return model, alpha, new_sky
+
+
+def squarem(state: EMState, datasets: Sequence[fm.Dataset], params: EMParams,
+            options: EMOptions):
+    """One SQUAREM iteration around the plain RL step (five response passes)."""
+    base = options._replace(simple=False, acceleration="none", smoothing=False)
+
+    def project(model, bkg):
+        model = jnp.where(params.mask, jnp.maximum(model, params.minimum_flux), 0.0)
+        if options.optimize_bkg and bkg.shape[0] > 0:
+            bkg = jnp.clip(bkg, params.bkg_range[:, 0], params.bkg_range[:, 1])
+        return model, bkg
+
+    def objective(model, bkg, sky):
+        return jnp.sum(logliks(datasets, sky, bkg))
+
+    new, info, sq = accelerate.squarem_step(
+        lambda s: step(s, datasets, params, base), project,
+        lambda m: sky_counts(datasets, m), objective, state)
+    loglik = logliks(datasets, new.sky, new.bkg_norm)
+    new = new._replace(iteration=state.iteration + 1)
+    return new, info._replace(alpha=sq.alpha, loglik=loglik)
 
 
 TRACE_COUNT: collections.Counter = collections.Counter()
@@ -245,8 +309,14 @@ def build_step(options: EMOptions):
     :class:`EMParams` reuse the compiled code; :data:`TRACE_COUNT` counts the traces.
     """
 
+    if options.acceleration not in accelerate.ACCELERATORS:
+        raise ParameterError(f"acceleration: {options.acceleration!r} is not known; valid "
+                             f"choices: {list(accelerate.ACCELERATORS)}.")
+
     def _step(state, datasets, params):
         TRACE_COUNT[options] += 1
+        if options.acceleration == "SQUAREM" and not options.simple:
+            return squarem(state, datasets, params, options)
         return step(state, datasets, params, options)
 
     return jax.jit(_step)

@@ -61,14 +61,20 @@ class _EMShell(DeconvolutionAlgorithmBase):
         self.do_smoothing = False
         self.smoothing_fwhm = 0.0 * u.deg
         self.do_acceleration = False
+        self.acceleration_algorithm = "none"
         self.alpha_max = 1.0
 
     # -------------------------------------------------------------- set-up
     def _options(self) -> em.EMOptions:
         return em.EMOptions(simple=self.simple, weighting=self.do_response_weighting,
-                            smoothing=self.do_smoothing, acceleration=self.do_acceleration,
+                            smoothing=self.do_smoothing,
+                            acceleration=self.acceleration_algorithm if self.do_acceleration
+                            else "none",
                             optimize_bkg=self.do_bkg_norm_optimization,
                             nest=bool(getattr(self.initial_model.axes[0], "nest", False)))
+
+    def _build_step(self, options):
+        return em.build_step(options)
 
     def _forward_datasets(self) -> tuple:
         keys = list(self.dict_bkg_norm)
@@ -96,7 +102,7 @@ class _EMShell(DeconvolutionAlgorithmBase):
         self.results.clear()
         self._datasets = self._forward_datasets()
         self._options_ = self._options()
-        self._step = em.build_step(self._options_)
+        self._step = self._build_step(self._options_)
         model0 = self._model_values(self.initial_model)
         s = np.asarray(sum(np.asarray(d.exposure_map) for d in self.dataset))
         self.summed_exposure_map = Histogram(self.initial_model.axes, contents=s,
@@ -117,6 +123,10 @@ class _EMShell(DeconvolutionAlgorithmBase):
         if self.do_response_weighting:
             self.response_weighting_filter = np.asarray(self._params.weight)
         bkg = jnp.asarray([self.dict_bkg_norm[k] for k in keys], dtype=model.dtype)
+        if self._options_.acceleration in ("MaxStep", "LineSearch", "SQUAREM"):
+            # these move along masked directions with E linear in the step: start masked
+            model = jnp.where(self._params.mask, model, 0.0)
+            model0 = model
         # The first expectation is that of the model as given (cosipy does the same).
         first = em.init(model0, bkg, self._datasets, self._params)
         self._state = first._replace(model=model)
@@ -209,6 +219,7 @@ class RichardsonLucy(_EMShell):
         super().__init__(initial_model, dataset, mask, parameter)
         p = self.parameter
         self.do_acceleration = bool(p.get("acceleration:activate", False))
+        self.acceleration_algorithm = str(p.get("acceleration:algorithm", "classic"))
         self.alpha_max = float(p.get("acceleration:alpha_max", 1.0)) if self.do_acceleration \
             else 1.0
         self.do_smoothing = bool(p.get("smoothing:activate", False))

@@ -1,0 +1,175 @@
+"""MAP-RL, priors and accelerators."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from astropy.io import fits
+from conftest import synthetic_arrays
+
+from probdeconv import (
+    AllSkyImageModel,
+    DataIF_COSI_DC2,
+    Histogram,
+    MAP_RichardsonLucy,
+    ParameterError,
+    RichardsonLucySimple,
+)
+from probdeconv import forward as fm
+from probdeconv import priors as pr
+from probdeconv.algorithms import em, map_em
+
+FLAT = {"gamma": {"model": {"theta": {"value": float("inf"), "unit": "cm-2 s-1 sr-1"},
+                            "k": {"value": 1.0}},
+                  "background": {"theta": {"value": float("inf")}, "k": {"value": 1.0}}}}
+
+
+def test_tsv_prior_reference_figures():
+    """cosipy-testdata README: λ_j = j at NSIDE 1, coefficient 1."""
+    tsv = pr.TSVPrior.build(nside=1, coefficient=1.0)
+    lam = jnp.arange(12.0)[:, None]
+    assert float(tsv.log_prob(lam)) == -1176.0
+    grad = np.asarray(pr.grad_log_prior([tsv], lam)).ravel()
+    np.testing.assert_array_equal(grad, [92, 76, 60, 28, 40, -8, -8, -24, -36, -52, -68, -100])
+
+
+def test_entropy_and_gamma_priors_match_their_formulas():
+    x = jnp.asarray(np.random.default_rng(0).random((12, 2)) + 0.1)
+    ent = pr.EntropyPrior(2.0, jnp.asarray(0.5))
+    want = 2.0 * np.sum(np.asarray(x) * (1 - np.log(np.asarray(x) / 0.5)))
+    assert float(ent.log_prob(x)) == pytest.approx(want, rel=1e-12)
+    np.testing.assert_allclose(pr.grad_log_prior([ent], x), -2.0 * np.log(np.asarray(x) / 0.5),
+                               rtol=1e-12)
+    g = pr.GammaPrior(2.5, 3.0)
+    want = 1.5 * np.sum(np.log(np.asarray(x) + pr.EPS)) - np.sum(np.asarray(x)) / 3.0
+    assert float(g.log_prob(x)) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def galactic(testdata):
+    ev = Histogram.open(testdata / "test_event_histogram_galacticCDS.hdf5")
+    ev = ev.project(["Em", "Phi", "PsiChi"])
+    rsp = Histogram.open(testdata / "test_precomputed_response.h5")
+    data = DataIF_COSI_DC2.load("galactic", ev, {"bkg": ev * 0.1}, rsp)
+    model = AllSkyImageModel(1, rsp.axes["Ei"].edges)
+    model[:] = 1.0 * model.unit
+    mask = Histogram(model.axes, contents=np.ones(model.axes.nbins, bool))
+    mask[0, 0] = False
+    return data, model, mask
+
+
+@pytest.mark.parametrize("bkg", [True, False], ids=["bkg-free", "bkg-fixed"])
+@pytest.mark.parametrize("stat", ["log-posterior", "log-likelihood"])
+def test_map_rl_on_cosipy_galactic_problem(galactic, bkg, stat, tmp_path):
+    data, model, mask = galactic
+    par = {"iteration_max": 10, "response_weighting": {"activate": True, "index": 0.5},
+           "background_normalization_optimization": {"activate": bkg,
+                                                     "range": {"bkg": [0.9, 1.1]}},
+           "stopping_criteria": {"statistics": stat, "threshold": 1e6},
+           "save_results": {"activate": True, "directory": str(tmp_path)},
+           "prior": {"TSV": {"coefficient": 1e-10},
+                     "gamma": {"model": {"theta": {"value": float("inf"),
+                                                   "unit": "cm-2 s-1 sr-1"},
+                                         "k": {"value": 0.999}},
+                               "background": {"theta": {"value": float("inf")},
+                                              "k": {"value": 1.0}}}}}
+    algo = MAP_RichardsonLucy(model, [data], mask, par)
+    algo.initialization()
+    while not algo.iteration():
+        pass
+    algo.finalization()
+    assert len(algo.results) == 2  # the threshold stops it after two iterations
+    r = algo.results[-1]
+    assert set(r) >= {"iteration", "model", "prior_filter", "background_normalization",
+                      "log-likelihood", "log-prior", "log-posterior"}
+    assert set(r["log-prior"]) == {"gamma_model", "gamma_bkg", "TSV"}
+    assert r["log-posterior"] == pytest.approx(sum(r["log-likelihood"]) +
+                                               sum(r["log-prior"].values()), rel=1e-12)
+    assert np.asarray(r["model"])[0, 0] == 0.0
+    with fits.open(tmp_path / "results.fits") as hdul:
+        assert hdul["LOG-POSTERIOR"].data["log-posterior"][-1] == pytest.approx(
+            r["log-posterior"])
+        assert "TSV" in hdul["LOG-PRIOR"].columns.names
+    Histogram.open(tmp_path / "prior_filter.hdf5", name="iteration1")
+
+
+def test_unknown_statistic_lists_the_choices(galactic):
+    data, model, mask = galactic
+    with pytest.raises(ParameterError, match="log-posterior.*log-likelihood|log-likelihood.*"
+                                             "log-posterior"):
+        MAP_RichardsonLucy(model, [data], mask, {"stopping_criteria": {"statistics": "chi2"}})
+
+
+def _tiny_data(seed=0):
+    from test_shell import _problem
+
+    ev, bkg, rsp = _problem(seed)
+    return DataIF_COSI_DC2.load("d", ev, {"bkg": bkg}, rsp)
+
+
+def _model():
+    import astropy.units as u
+
+    m = AllSkyImageModel(1, [100, 500, 1000] * u.keV)
+    m[:] = 1.0 * m.unit
+    return m
+
+
+def test_map_rl_with_flat_priors_equals_rl_simple():
+    data = _tiny_data(1)
+    par = {"iteration_max": 12, "background_normalization_optimization": {"activate": True}}
+    a = RichardsonLucySimple(_model(), [data], None, par)
+    b = MAP_RichardsonLucy(_model(), [data], None, dict(par, prior=FLAT))
+    for algo in (a, b):
+        algo.initialization()
+        while not algo.iteration():
+            pass
+    np.testing.assert_allclose(np.asarray(b.results[-1]["model"]),
+                               np.asarray(a.results[-1]["model"]), rtol=1e-11)
+    assert b.results[-1]["log-likelihood"][0] == pytest.approx(
+        a.results[-1]["log-likelihood"][0], rel=1e-12)
+    assert b.results[-1]["background_normalization"]["bkg"] == pytest.approx(
+        a.results[-1]["background_normalization"]["bkg"], rel=1e-12)
+
+
+@pytest.mark.parametrize("accel", ["none", "MaxStep", "LineSearch", "SQUAREM"])
+def test_map_log_posterior_never_decreases(accel):
+    """Gamma prior (k ≥ 1) keeps MAP-EM an EM algorithm: the log-posterior is monotone."""
+    counts, response, bkgs, ccm = synthetic_arrays(5, local=True)
+    dss = (fm.make_dataset(counts, response, bkgs, ccm=ccm),)
+    opts = map_em.MAPOptions(acceleration=accel, optimize_bkg=True)
+    params = map_em.MAPParams(em=em.make_params(dss, em.EMOptions(), alpha_max=10.0),
+                              k=jnp.asarray(1.5), theta=jnp.asarray(20.0),
+                              k_bkg=jnp.asarray(2.0), theta_bkg=jnp.asarray(5.0), priors=())
+    state = map_em.init(jnp.ones(dss[0].model_shape), jnp.ones(1), dss, params)
+    step = map_em.build_step(opts)
+    prev = -np.inf
+    for _ in range(15):
+        state, info = step(state, dss, params)
+        now = float(info.log_posterior)
+        assert now >= prev - 1e-9 * abs(now)
+        assert bool(jnp.all(state.model >= 0))
+        prev = now
+    want = map_em.log_posterior(dss, state.model, state.bkg_norm,
+                                em.sky_counts(dss, state.model), params, opts)
+    assert float(want) == pytest.approx(now, rel=1e-9)
+
+
+def test_map_step_compiles_once():
+    counts, response, bkgs, _ = synthetic_arrays(6)
+    dss = (fm.make_dataset(counts, response, bkgs),)
+    opts = map_em.MAPOptions(weighting=True, prior_names=("TSV",))
+    step = map_em.build_step(opts)
+    before = map_em.TRACE_COUNT.get(opts, 0)
+    for c in (1e-3, 2e-3):
+        params = map_em.MAPParams(em=em.make_params(dss, em.EMOptions(weighting=True)),
+                                  k=jnp.asarray(1.0), theta=jnp.asarray(jnp.inf),
+                                  k_bkg=jnp.asarray(1.0), theta_bkg=jnp.asarray(jnp.inf),
+                                  priors=(pr.TSVPrior.build(1, c),))
+        state = map_em.init(jnp.ones(dss[0].model_shape), jnp.ones(1), dss, params)
+        for _ in range(3):
+            state, _ = step(state, dss, params)
+    assert map_em.TRACE_COUNT[opts] - before == 1
+    assert jax.numpy.all(state.model >= 0)
