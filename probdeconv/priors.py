@@ -123,9 +123,14 @@ def build_priors(prior_parameters: dict | None, *, nside: int, nest: bool = Fals
             out[name] = TSVPrior.build(nside, c, nest)
         elif name == "entropy":
             ref = par.get("reference", 1.0)
+            factor = model_unit_to_flux
             if isinstance(ref, dict):
+                if ref.get("unit") is not None:
+                    import astropy.units as u
+
+                    factor = float(u.Unit(ref["unit"]).to("cm-2 s-1 sr-1"))
                 ref = ref.get("value", 1.0)
-            out[name] = EntropyPrior(c, jnp.asarray(float(ref) * model_unit_to_flux))
+            out[name] = EntropyPrior(c, jnp.asarray(float(ref) * factor))
         else:
             raise ParameterError(f"deconvolution:parameter:prior:{name}: unknown prior; valid "
                                  "choices: ['TSV', 'entropy', 'gamma'].")

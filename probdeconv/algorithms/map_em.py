@@ -32,6 +32,9 @@ __all__ = ["MAPOptions", "MAPParams", "MAPInfo", "init", "step", "log_priors",
            "log_posterior", "build_step", "TRACE_COUNT"]
 
 
+MAX_LOG_FILTER = 30.0
+
+
 class MAPOptions(NamedTuple):
     """Static choices of MAP-EM."""
 
@@ -97,7 +100,10 @@ def _map_update(state: EMState, datasets, params: MAPParams, options: MAPOptions
     model_em = jnp.where(free, (state.model * t + params.k - 1.0) / denom, 0.0)
     model_em = jnp.maximum(model_em, em_p.minimum_flux)
     grad = pr.grad_log_prior(params.priors, model_em)
-    prior_filter = jnp.where(free, jnp.exp(grad / denom), 1.0)
+    # The exponent is clipped at ±MAX_LOG_FILTER so that a prior far too strong for the
+    # data's scale saturates instead of overflowing to inf / NaN.
+    prior_filter = jnp.where(free, jnp.exp(jnp.clip(grad / denom, -MAX_LOG_FILTER,
+                                                    MAX_LOG_FILTER)), 1.0)
     model = prior_filter * model_em
     if options.weighting:
         model = state.model + em_p.weight * (model - state.model)

@@ -1,0 +1,162 @@
+"""Vectorised sky geometry of a spacecraft attitude: rotations, local directions, Earth limb.
+
+Conventions (those of cosipy and MEGAlib):
+
+* Directions are given as galactic longitude/latitude ``(l, b)`` in degrees; unit vectors
+  are ``(cos b cos l, cos b sin l, sin b)``.
+* An attitude is the rotation matrix ``M`` whose columns are the spacecraft x-, y- and
+  z-axes in galactic coordinates, ``y = z × x``.  A galactic direction ``d`` is seen in the
+  spacecraft frame as ``Mᵀ d``.  Axes read from a file are not exactly orthogonal, and a
+  midpoint or average of two attitudes is not either; like cosipy (``scoords.Attitude``)
+  the matrix is orthogonalised through :meth:`scipy.spatial.transform.Rotation.from_matrix`.
+* A local direction ``(θ, φ)`` is colatitude and longitude in the spacecraft frame; dwell
+  times are spread over the four nearest HEALPix pixels with
+  :func:`healpy.get_interp_weights` (bilinear interpolation).
+* The Earth hides a direction ``d`` from a spacecraft at altitude ``h`` whose zenith (the
+  direction away from the Earth centre) is ``e`` when ``d·e ≤ -sqrt(1 - (R/(R+h))²)``,
+  i.e. when ``d`` lies within ``asin(R/(R+h))`` of the nadir; ``R`` = 6378 km.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import healpy as hp
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+__all__ = [
+    "EARTH_RADIUS_KM",
+    "lonlat_to_vec",
+    "vec_to_lonlat",
+    "attitude_matrices",
+    "matrix_axes_lonlat",
+    "local_angles",
+    "earth_visible",
+    "midpoint_lonlat",
+    "healpix_directions",
+]
+
+logger = logging.getLogger(__name__)
+
+EARTH_RADIUS_KM = 6378.0
+
+
+def lonlat_to_vec(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Unit vectors ``(..., 3)`` of longitude/latitude in degrees."""
+    lon = np.deg2rad(np.asarray(lon, dtype=np.float64))
+    lat = np.deg2rad(np.asarray(lat, dtype=np.float64))
+    c = np.cos(lat)
+    return np.stack([c * np.cos(lon), c * np.sin(lon), np.sin(lat)], axis=-1)
+
+
+def vec_to_lonlat(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude in [0, 360) and latitude, degrees, of vectors ``(..., 3)`` (any length)."""
+    v = np.asarray(v, dtype=np.float64)
+    lon = np.rad2deg(np.arctan2(v[..., 1], v[..., 0]))
+    lon = np.where(lon < 0, lon + 360.0, lon)
+    lat = np.rad2deg(np.arctan2(v[..., 2], np.sqrt(v[..., 0] ** 2 + v[..., 1] ** 2)))
+    return lon, lat
+
+
+def attitude_matrices(x_lon: np.ndarray, x_lat: np.ndarray, z_lon: np.ndarray,
+                      z_lat: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``(N, 3, 3)`` (columns: spacecraft x, y, z) from x- and z-axes.
+
+    Parameters
+    ----------
+    x_lon, x_lat, z_lon, z_lat : array_like, shape (N,)
+        Galactic longitude/latitude (deg) of the spacecraft x- and z-axes.
+
+    Returns
+    -------
+    ndarray, shape (N, 3, 3)
+        Proper rotations; nearly orthogonal input axes are orthogonalised as
+        :class:`scipy.spatial.transform.Rotation` does.
+
+    Examples
+    --------
+    >>> m = attitude_matrices([0.0], [0.0], [0.0], [90.0])
+    >>> np.allclose(m[0], np.eye(3))
+    True
+    """
+    x = lonlat_to_vec(x_lon, x_lat).reshape(-1, 3)
+    z = lonlat_to_vec(z_lon, z_lat).reshape(-1, 3)
+    y = np.cross(z, x)
+    m = np.stack([x, y, z], axis=-1)
+    if m.shape[0] == 0:
+        return m
+    return Rotation.from_matrix(m).as_matrix()
+
+
+def matrix_axes_lonlat(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_lon, x_lat, z_lon, z_lat)`` in degrees of the columns of attitude matrices."""
+    xl, xb = vec_to_lonlat(m[..., :, 0])
+    zl, zb = vec_to_lonlat(m[..., :, 2])
+    return xl, xb, zl, zb
+
+
+def midpoint_lonlat(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Arithmetic midpoints of consecutive (lon, lat) pairs, as cosipy's exposure table.
+
+    The longitude difference is taken the short way round (cosipy averages the raw
+    values, which puts the midpoint of 359.9° and 0.1° at 180°); otherwise the result is
+    cosipy's bit for bit.
+    """
+    l1, l2 = lon[:-1], lon[1:]
+    l2 = np.where(l2 - l1 > 180.0, l2 - 360.0, np.where(l1 - l2 > 180.0, l2 + 360.0, l2))
+    mid = 0.5 * (l1 + l2)
+    mid = np.where(mid < 0, mid + 360.0, np.where(mid >= 360.0, mid - 360.0, mid))
+    return mid, 0.5 * (lat[:-1] + lat[1:])
+
+
+def local_angles(m: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Colatitude and longitude (rad) in the spacecraft frame of galactic directions.
+
+    Parameters
+    ----------
+    m : ndarray, shape (N, 3, 3)
+        Attitude matrices.
+    d : ndarray, shape (P, 3)
+        Galactic unit vectors.
+
+    Returns
+    -------
+    theta, phi : ndarray, shape (N, P)
+    """
+    # [N, gal, sc] x [P, gal] -> [N, P, sc]
+    v = np.einsum("nik,pi->npk", m, d, optimize=False)
+    theta = np.arctan2(np.sqrt(v[..., 0] ** 2 + v[..., 1] ** 2), v[..., 2])
+    phi = np.arctan2(v[..., 1], v[..., 0])
+    return theta, phi
+
+
+def earth_visible(d: np.ndarray, zenith: np.ndarray, altitude_km: np.ndarray,
+                  r_earth: float = EARTH_RADIUS_KM) -> np.ndarray:
+    """Whether directions are above the Earth limb at each time.
+
+    Parameters
+    ----------
+    d : ndarray, shape (P, 3)
+        Galactic unit vectors of the directions.
+    zenith : ndarray, shape (N, 3)
+        Galactic unit vectors of the local zenith at the spacecraft.
+    altitude_km : ndarray, shape (N,)
+        Altitude above the Earth surface (km); negative values count as 0.
+
+    Returns
+    -------
+    ndarray of bool, shape (N, P)
+        True where the direction is not occulted.
+    """
+    alt = np.maximum(np.asarray(altitude_km, dtype=np.float64), 0.0)
+    sin_limb = r_earth / (r_earth + alt)
+    cos_limit = -np.sqrt(np.maximum(1.0 - sin_limb**2, 0.0))
+    # [N, 3] x [P, 3] -> [N, P]
+    return zenith @ d.T > cos_limit[:, None]
+
+
+def healpix_directions(nside: int, nest: bool = False) -> np.ndarray:
+    """Unit vectors ``(npix, 3)`` of the pixel centres (via lon/lat, as cosipy)."""
+    lon, lat = hp.pix2ang(nside, np.arange(hp.nside2npix(nside)), nest=nest, lonlat=True)
+    return lonlat_to_vec(lon, lat)
