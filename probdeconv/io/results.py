@@ -46,6 +46,8 @@ def save_histogram_series(path: str | Path, results: Sequence[dict], key: str,
         write_histogram(results[-1][key], tmp, name="result", overwrite=True)
         if not only_final_result:
             for r in results:
+                if key not in r:  # e.g. iterations before a resume keep scalars only
+                    continue
                 write_histogram(r[key], tmp, name=f"{counter_name}{r[counter_name]}",
                                 overwrite=True)
         os.replace(tmp, path)

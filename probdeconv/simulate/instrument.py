@@ -25,7 +25,9 @@ detector response by :func:`probdeconv.simulate.files.write_full_detector_respon
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 
 import astropy.units as u
 import healpy as hp
@@ -176,9 +178,9 @@ def response_axes(cfg: SimulationConfig) -> Axes:
     ])
 
 
-def _ring_block(cfg: SimulationConfig, npix_d: int, ov: int):
+@functools.lru_cache(maxsize=8)
+def _ring_block(cut: float, npix_d: int, ov: int) -> Callable[..., jax.Array]:
     """Jitted cone geometry of a block of source directions (see :func:`ring_profiles`)."""
-    cut = float(cfg.ring_cut)
     to_ring = jnp.asarray(hp.ring2nest(hp.npix2nside(npix_d), np.arange(npix_d)))
 
     @jax.jit
@@ -227,7 +229,7 @@ def ring_profiles(cfg: SimulationConfig, rows: np.ndarray | None = None) -> np.n
     out = np.zeros((npix_v, cfg.phi_bins, npix_d))
     if rows.size == 0:
         return out
-    block = _ring_block(cfg, npix_d, ov)
+    block = _ring_block(float(cfg.ring_cut), npix_d, ov)
     size = min(_CHUNK, rows.size)
     padded = np.concatenate([rows, np.repeat(rows[-1:], (-rows.size) % size)])
     for start in range(0, padded.size, size):  # equal blocks: one compilation

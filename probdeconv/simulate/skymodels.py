@@ -164,15 +164,15 @@ PRESETS: dict[str, tuple[dict[str, Any], ...]] = {
          "l": 0.0, "b": 0.0, "fwhm_l": 8.0, "fwhm_b": 8.0},
         {"kind": "gaussian", "name": "disk", "flux": 1.7e-3, "line": 511.0,
          "l": 0.0, "b": 0.0, "fwhm_l": 120.0, "fwhm_b": 6.0},
-        {"kind": "point", "name": "crab_like", "flux": 4.0e-4, "l": 184.56, "b": -5.78},
-        {"kind": "point", "name": "cygx1_like", "flux": 4.0e-4, "l": 71.33, "b": 3.07},
-        {"kind": "point", "name": "cena_like", "flux": 4.0e-4, "l": 309.52, "b": 19.42},
+        {"kind": "point", "name": "crab_like", "flux": 1.5e-4, "l": 184.56, "b": -5.78},
+        {"kind": "point", "name": "cygx1_like", "flux": 1.5e-4, "l": 71.33, "b": 3.07},
+        {"kind": "point", "name": "cena_like", "flux": 1.5e-4, "l": 309.52, "b": 19.42},
     ),
     "points": (
-        {"kind": "point", "name": "crab_like", "flux": 6.0e-4, "l": 184.56, "b": -5.78},
-        {"kind": "point", "name": "cygx1_like", "flux": 6.0e-4, "l": 71.33, "b": 3.07},
-        {"kind": "point", "name": "cena_like", "flux": 6.0e-4, "l": 309.52, "b": 19.42},
-        {"kind": "point", "name": "vela_like", "flux": 6.0e-4, "l": 263.55, "b": -2.79},
+        {"kind": "point", "name": "crab_like", "flux": 3.0e-4, "l": 184.56, "b": -5.78},
+        {"kind": "point", "name": "cygx1_like", "flux": 3.0e-4, "l": 71.33, "b": 3.07},
+        {"kind": "point", "name": "cena_like", "flux": 3.0e-4, "l": 309.52, "b": 19.42},
+        {"kind": "point", "name": "vela_like", "flux": 3.0e-4, "l": 263.55, "b": -2.79},
     ),
 }
 """Named skies; fluxes in ph cm-2 s-1 over the Ei axis (see the module docstring)."""

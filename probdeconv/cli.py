@@ -1,0 +1,176 @@
+"""The ``probdeconv`` command line.
+
+::
+
+    probdeconv simulate --sky bulge511 --nside 8 --out sim/
+    probdeconv run models/rl.yml --data sim/ --out results/ [--set key=value ...]
+    probdeconv run models/rl.yml --data sim/ --out results/ --resume
+    probdeconv info FILE
+
+Exit codes: 0 success, 2 bad input (a one-line message), 1 internal error; ``--debug``
+prints the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import ProbdeconvError
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("probdeconv")
+
+
+class UsageError(ProbdeconvError):
+    """Bad command-line input."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="probdeconv",
+        description="All-sky image reconstruction for Compton telescopes (COSI): MAP imaging "
+                    "with cosipy's algorithms, simulated data, reports.",
+        epilog="Exit codes: 0 success, 2 bad input, 1 internal error. Use --debug for a "
+               "traceback.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    p.add_argument("--verbose", action="store_true", help="log each iteration to the terminal")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("simulate", help="simulate a COSI-like data set (histpy files)",
+                       description="Simulate instrument, sky and Poisson counts; write the "
+                                   "files a real analysis has (response, CCM, events, "
+                                   "background, true sky).")
+    s.add_argument("--sky", default="bulge511", help="sky preset (bulge511, points)")
+    s.add_argument("--nside", type=int, default=None, help="HEALPix NSIDE of model and PsiChi")
+    s.add_argument("--seed", type=int, default=0, help="random seed of the counts")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--overwrite", action="store_true", help="replace existing files")
+
+    r = sub.add_parser("run", help="MAP imaging run (RL, RLsimple, MAP_RL) from a YAML file",
+                       description="Run the deconvolution of a parameter file (cosipy "
+                                   "layout, see models/) on a data directory.")
+    r.add_argument("config", help="parameter file (YAML), e.g. models/rl.yml")
+    r.add_argument("--data", required=True,
+                   help="data directory: a simulation (simulation.yml) or a dataset.yml "
+                        "manifest {name, event, backgrounds: {key: file}, response, ccm}")
+    r.add_argument("--out", required=True, help="output directory")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a parameter by colon path, e.g. "
+                        "deconvolution:parameter:iteration_max=50 (repeatable)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint in --out")
+    r.add_argument("--checkpoint-every", type=int, default=5, metavar="N",
+                   help="write a checkpoint every N iterations (default 5)")
+    r.add_argument("--float32", action="store_true", help="float32 arrays (default float64)")
+
+    i = sub.add_parser("info", help="axes, units and sums of a histogram/response/CCM file")
+    i.add_argument("file")
+    return p
+
+
+def _setup_logging(args, out: Path | None = None) -> None:
+    level = logging.DEBUG if args.debug else (logging.INFO if args.verbose else logging.WARNING)
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if out is not None else level)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level)
+    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root.addHandler(console)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(out / "run.log")
+        fh.setLevel(logging.INFO)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(fh)
+    for noisy in ("jax", "matplotlib", "h5py", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _setup_logging(args)
+    try:
+        if args.command == "simulate":
+            return _cmd_simulate(args)
+        if args.command == "run":
+            from .runner import run_command
+
+            return run_command(args)
+        if args.command == "info":
+            return _cmd_info(args)
+    except KeyboardInterrupt:
+        print("probdeconv: interrupted (a checkpoint, if any, is kept; use --resume)",
+              file=sys.stderr)
+        return 130
+    except (ProbdeconvError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        if args.debug:
+            raise
+        msg = " ".join(str(exc).split())
+        print(f"probdeconv: error: {msg}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
+        if args.debug:
+            raise
+        print(f"probdeconv: internal error: {type(exc).__name__}: {exc} (run with --debug "
+              "for the traceback)", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _cmd_simulate(args) -> int:
+    from .simulate import simulate
+
+    sim = simulate(sky=args.sky, nside=args.nside, seed=args.seed, out=args.out,
+                   overwrite=args.overwrite)
+    print(f"simulated {args.sky} at NSIDE {sim.config.nside}, seed {args.seed}: "
+          f"{int(sim.event.sum())} counts; files in {Path(args.out).resolve()}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    import h5py
+    import numpy as np
+
+    from .errors import FileFormatError
+    from .histogram import Histogram
+    from .response import FullDetectorResponse
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise FileFormatError(f"{path}: no such file.")
+    try:
+        with h5py.File(path, "r") as f:
+            groups = list(f.keys())
+    except OSError as exc:
+        raise FileFormatError(f"{path}: not an HDF5 file ({exc}).") from exc
+    if "DRM" in groups:
+        with FullDetectorResponse.open(path) as rsp:
+            print(rsp)
+            for ax in rsp.axes:
+                print(f"  {ax.label}: {ax.nbins} bins, {ax!r}")
+        return 0
+    for name in groups:
+        h = Histogram.open(path, name=name)
+        kind = "sparse" if h.is_sparse else "dense"
+        total = h.contents.sum() if h.is_sparse else float(np.sum(np.asarray(h)))
+        print(f"[{name}] {kind}, unit {h.unit}, shape {tuple(h.axes.nbins)}, sum {total:.6g}")
+        for ax in h.axes:
+            e = np.asarray(getattr(ax.edges, "value", ax.edges))
+            extra = f" nside {ax.nside} {ax.scheme}" if hasattr(ax, "nside") else ""
+            print(f"  {ax.label}: {ax.nbins} bins [{e[0]:g}, {e[-1]:g}] {ax.unit or ''}{extra}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""Spacecraft-attitude (ScAtt) binning of an orientation: :class:`SpacecraftAttitudeExposureTable`.
+
+Each orientation interval is represented by the midpoint of its end attitudes (the
+arithmetic mean of the x- and z-axis longitudes and latitudes, as cosipy).  Intervals
+whose z- and x-axis midpoints fall in the same pair of HEALPix pixels (at the table's
+NSIDE) form one ScAtt bin; bins are numbered in order of first appearance.  A bin holds
+its pointings, their durations (``delta_time``, or live times), its exposure (their sum),
+the exposure-weighted mean z- and x-axis (``*_averaged``), and per pointing the Earth
+zenith, altitude and live time at the interval start when the orientation has them.
+
+The columns live in flat arrays (all pointings, sorted by bin) with bin offsets, so an
+orientation of millions of one-second records is binned in seconds.  ``table.df[name]``
+answers cosipy's column names: arrays for per-bin values, lists of arrays for per-pointing
+values.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import astropy.units as u
+import healpy as hp
+import numpy as np
+
+from probdeconv.errors import DataError, ParameterError
+from probdeconv.histogram import CooContents, HealpixAxis, Histogram, _coalesce
+from probdeconv.io.exposure_fits import read_exposure_table, write_exposure_table
+
+from . import geometry as geo
+from .orientation import SpacecraftFile
+
+__all__ = ["SpacecraftAttitudeExposureTable", "ExposureTableColumns"]
+
+logger = logging.getLogger(__name__)
+
+_PER_BIN = ("scatt_binning_index", "healpix_index_z_pointing", "healpix_index_x_pointing",
+            "zpointing_averaged", "xpointing_averaged", "exposure", "num_pointings",
+            "bkg_group")
+_RAGGED = ("zpointing", "xpointing", "delta_time", "livetime", "earth_zenith", "altitude")
+
+
+def _norm_scheme(scheme: Any) -> str:
+    s = str(scheme).strip().lower()
+    if s == "ring":
+        return "ring"
+    if s in ("nest", "nested"):
+        return "nested"
+    raise ParameterError(f"exposure table scheme {scheme!r}: expected 'ring' or 'nested'")
+
+
+class ExposureTableColumns(Mapping):
+    """The columns of an exposure table (a small stand-in for cosipy's DataFrame).
+
+    ``cols[name]`` gives an array for per-bin columns and a list of per-bin arrays for
+    per-pointing columns (``zpointing``, ``xpointing``: ``(n_i, 2)`` [l, b] deg;
+    ``delta_time``, ``livetime``: s; ``earth_zenith``; ``altitude``: km).
+    ``healpix_index`` gives the list of ``(z, x)`` pixel pairs.
+    """
+
+    def __init__(self, per_bin: dict[str, np.ndarray], flat: dict[str, np.ndarray | None],
+                 offsets: np.ndarray) -> None:
+        self._bin = per_bin
+        self._flat = flat
+        self._off = np.asarray(offsets, dtype=np.int64)
+
+    @classmethod
+    def from_lists(cls, c: Mapping[str, Any]) -> ExposureTableColumns:
+        """Build from cosipy-style columns (ragged columns as lists of arrays)."""
+        n = len(c["exposure"])
+        counts = np.array([len(np.atleast_1d(v)) for v in c["delta_time"]], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        if "healpix_index" in c and "healpix_index_z_pointing" not in c:
+            hz, hx = (np.array([p[k] for p in c["healpix_index"]]) for k in (0, 1))
+        else:
+            hz, hx = c["healpix_index_z_pointing"], c["healpix_index_x_pointing"]
+        per_bin = dict(
+            scatt_binning_index=np.asarray(c.get("scatt_binning_index", np.arange(n)),
+                                           dtype=np.int64),
+            healpix_index_z_pointing=np.asarray(hz, dtype=np.int64),
+            healpix_index_x_pointing=np.asarray(hx, dtype=np.int64),
+            zpointing_averaged=np.asarray(c["zpointing_averaged"], dtype=np.float64
+                                          ).reshape(n, 2),
+            xpointing_averaged=np.asarray(c["xpointing_averaged"], dtype=np.float64
+                                          ).reshape(n, 2),
+            exposure=np.asarray(c["exposure"], dtype=np.float64),
+            num_pointings=np.asarray(c.get("num_pointings", counts), dtype=np.int64),
+            bkg_group=np.asarray(c.get("bkg_group", np.zeros(n)), dtype=np.int64))
+        flat: dict[str, np.ndarray | None] = {}
+        for name in _RAGGED:
+            parts = c.get(name)
+            if parts is None:
+                flat[name] = None
+                continue
+            width = 2 if name in ("zpointing", "xpointing", "earth_zenith") else 1
+            arr = [np.asarray(p, dtype=np.float64).reshape(-1, width) for p in parts]
+            if [len(a) for a in arr] != counts.tolist():
+                raise DataError(f"exposure table column {name!r}: per-bin lengths "
+                                f"{[len(a) for a in arr][:8]} differ from delta_time's "
+                                f"{counts.tolist()[:8]}")
+            joined = np.concatenate(arr) if arr else np.zeros((0, width))
+            flat[name] = joined if width == 2 else joined[:, 0]
+        return cls(per_bin, flat, offsets)
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        names = ["scatt_binning_index", "healpix_index", "healpix_index_z_pointing",
+                 "healpix_index_x_pointing", "zpointing", "xpointing", "zpointing_averaged",
+                 "xpointing_averaged", "delta_time", "exposure", "num_pointings", "bkg_group"]
+        names += [k for k in ("livetime", "earth_zenith", "altitude")
+                  if self._flat[k] is not None]
+        if self._flat["livetime"] is not None:
+            names.append("total_livetime")
+        return names
+
+    @property
+    def nbins(self) -> int:
+        return int(self._off.size - 1)
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._bin:
+            return self._bin[name].copy()
+        if name == "healpix_index":
+            return list(zip(self._bin["healpix_index_z_pointing"].tolist(),
+                            self._bin["healpix_index_x_pointing"].tolist()))
+        if name == "total_livetime" and self._flat.get("livetime") is not None:
+            return np.add.reduceat(self._flat["livetime"], self._off[:-1]) if self.nbins \
+                else np.zeros(0)
+        if name in self._flat and self._flat[name] is not None:
+            return np.split(self._flat[name].copy(), self._off[1:-1])
+        raise KeyError(f"exposure table has no column {name!r}; columns: {self.keys()}")
+
+    def flat(self, name: str) -> np.ndarray | None:
+        """All pointings' values of a per-pointing column, sorted by bin (no copy)."""
+        return self._flat[name]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Start of each bin in the flat per-pointing arrays (length ``nbins + 1``)."""
+        return self._off.copy()
+
+    def select(self, keep: np.ndarray) -> ExposureTableColumns:
+        """The bins where ``keep`` is True, renumbered from 0."""
+        keep = np.asarray(keep, dtype=bool)
+        counts = np.diff(self._off)[keep]
+        rows = np.repeat(keep, np.diff(self._off))
+        per_bin = {k: v[keep] for k, v in self._bin.items()}
+        per_bin["scatt_binning_index"] = np.arange(int(keep.sum()), dtype=np.int64)
+        flat = {k: None if v is None else v[rows] for k, v in self._flat.items()}
+        return ExposureTableColumns(per_bin, flat, np.concatenate([[0], np.cumsum(counts)]))
+
+
+class SpacecraftAttitudeExposureTable:
+    """Exposure time per spacecraft attitude (ScAtt) bin, cosipy's exposure table.
+
+    Parameters
+    ----------
+    df : ExposureTableColumns or Mapping
+        Columns as returned by :meth:`analyze_orientation` or cosipy-style lists.
+    nside : int
+        HEALPix NSIDE of the ScAtt binning.
+    scheme : {'ring', 'nested'}
+
+    Examples
+    --------
+    >>> ori = SpacecraftFile.parse_from_file("20280301_first_10sec.ori")   # doctest: +SKIP
+    >>> table = SpacecraftAttitudeExposureTable.from_orientation(ori, nside=1)  # doctest: +SKIP
+    >>> table.save_as_fits("exposure_table.fits")                          # doctest: +SKIP
+    """
+
+    binning_method = "ScAtt"
+    binning_index_name = "scatt_binning_index"
+
+    def __init__(self, df: Mapping, nside: int, scheme: str = "ring") -> None:
+        self.df = df if isinstance(df, ExposureTableColumns) else \
+            ExposureTableColumns.from_lists(df)
+        self.scheme = _norm_scheme(scheme)
+        if not hp.isnsideok(int(nside), nest=self.scheme == "nested"):
+            raise ParameterError(f"exposure table nside={nside} is not a valid HEALPix NSIDE "
+                                 f"for scheme {self.scheme!r}")
+        self.nside = int(nside)
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_orientation(cls, orientation: SpacecraftFile, nside: int, scheme: str = "ring",
+                         start: Any = None, stop: Any = None, min_exposure: float | None = None,
+                         min_num_pointings: int | None = None, *,
+                         use_livetime: bool = False) -> SpacecraftAttitudeExposureTable:
+        """Bin an orientation into ScAtt bins (see :meth:`analyze_orientation`)."""
+        df = cls.analyze_orientation(orientation, nside, scheme, start, stop, min_exposure,
+                                     min_num_pointings, use_livetime=use_livetime)
+        return cls(df, nside, scheme)
+
+    @classmethod
+    def analyze_orientation(cls, orientation: SpacecraftFile, nside: int, scheme: str = "ring",
+                            start: Any = None, stop: Any = None,
+                            min_exposure: float | None = None,
+                            min_num_pointings: int | None = None, *,
+                            use_livetime: bool = False) -> ExposureTableColumns:
+        """The columns of the exposure table of ``orientation``.
+
+        Parameters
+        ----------
+        orientation : SpacecraftFile
+        nside : int
+            HEALPix NSIDE of the attitude binning.
+        scheme : {'ring', 'nested'}
+        start, stop : astropy.time.Time or float, optional
+            Analyse only this part (default: all; one alone is completed by the
+            orientation's first / last stamp).
+        min_exposure : float, optional
+            Drop bins with less exposure (s).
+        min_num_pointings : int, optional
+            Drop bins with fewer pointings.
+        use_livetime : bool
+            Weight pointings by the live time of their interval instead of its duration
+            (``delta_time`` and ``exposure`` then hold live times).
+
+        Raises
+        ------
+        DataError
+            ``start``/``stop`` outside the orientation, or no bin left after the cuts.
+        """
+        if not isinstance(orientation, SpacecraftFile):
+            raise DataError(f"orientation: expected a SpacecraftFile, got "
+                            f"{type(orientation).__name__}; read it with "
+                            "SpacecraftFile.parse_from_file(path)")
+        scheme = _norm_scheme(scheme)
+        nest = scheme == "nested"
+        if not hp.isnsideok(int(nside), nest=nest):
+            raise ParameterError(f"nside={nside} is not a valid HEALPix NSIDE for {scheme!r}")
+        if start is not None or stop is not None:
+            orientation = orientation.source_interval(start, stop)
+        logger.info("ScAtt binning at NSIDE %d (%.2f deg) of %d orientation intervals", nside,
+                    np.degrees(hp.nside2resol(int(nside))), len(orientation) - 1)
+        xl, xb, zl, zb = geo.matrix_axes_lonlat(orientation.attitude_matrices())
+        xl, xb = geo.midpoint_lonlat(xl, xb)
+        zl, zb = geo.midpoint_lonlat(zl, zb)
+        dt = orientation.interval_weights(use_livetime)
+        npix = hp.nside2npix(int(nside))
+        iz = hp.ang2pix(int(nside), zl, zb, nest=nest, lonlat=True)
+        ix = hp.ang2pix(int(nside), xl, xb, nest=nest, lonlat=True)
+        key = iz.astype(np.int64) * npix + ix
+        uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        bin_of = rank[inv.ravel()]
+        perm = np.argsort(bin_of, kind="stable")
+        counts = np.bincount(bin_of, minlength=order.size)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        starts = offsets[:-1]
+        zp = np.column_stack([zl, zb])[perm]
+        xp = np.column_stack([xl, xb])[perm]
+        dts = dt[perm]
+        per_bin = dict(
+            scatt_binning_index=np.arange(order.size, dtype=np.int64),
+            healpix_index_z_pointing=(uniq[order] // npix).astype(np.int64),
+            healpix_index_x_pointing=(uniq[order] % npix).astype(np.int64),
+            zpointing_averaged=_averaged(zp, dts, starts),
+            xpointing_averaged=_averaged(xp, dts, starts),
+            exposure=np.add.reduceat(dts, starts),
+            num_pointings=counts.astype(np.int64),
+            bkg_group=np.zeros(order.size, dtype=np.int64))
+        flat: dict[str, np.ndarray | None] = dict(
+            zpointing=zp, xpointing=xp, delta_time=dts,
+            livetime=orientation.interval_weights(True)[perm], earth_zenith=None, altitude=None)
+        if orientation.has_earth_data:
+            cols = orientation.lonlat()
+            flat["earth_zenith"] = np.column_stack([cols["earth_l"], cols["earth_b"]])[:-1][perm]
+            flat["altitude"] = cols["altitude"][:-1][perm]
+        table = ExposureTableColumns(per_bin, flat, offsets)
+        keep = np.ones(table.nbins, dtype=bool)
+        if min_exposure is not None:
+            keep &= per_bin["exposure"] >= float(min_exposure)
+        if min_num_pointings is not None:
+            keep &= per_bin["num_pointings"] >= int(min_num_pointings)
+        if not keep.any():
+            raise DataError(
+                f"no ScAtt bin left: min_exposure={min_exposure} s and min_num_pointings="
+                f"{min_num_pointings} remove all {table.nbins} bins (largest exposure "
+                f"{per_bin['exposure'].max():.6g} s, most pointings "
+                f"{per_bin['num_pointings'].max()}); lower the cuts or use a coarser nside")
+        if not keep.all():
+            logger.info("dropping %d of %d ScAtt bins below the exposure / pointing cuts",
+                        int((~keep).sum()), keep.size)
+            table = table.select(keep)
+        return table
+
+    # ------------------------------------------------------------------- files
+    @classmethod
+    def from_fits(cls, filename: str | os.PathLike) -> SpacecraftAttitudeExposureTable:
+        """Read a table written by :meth:`save_as_fits` or by cosipy (0.3 or 0.4)."""
+        c, nside, scheme = read_exposure_table(filename)
+        return cls(c, nside, scheme)
+
+    def save_as_fits(self, filename: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the table in cosipy's FITS layout (atomically)."""
+        d = self.df
+        c = {k: d[k] for k in _PER_BIN}
+        for k in _RAGGED:
+            c[k] = d[k] if d.flat(k) is not None else None
+        write_exposure_table(filename, c, self.nside, self.scheme, overwrite=overwrite)
+
+    # ------------------------------------------------------------------- views
+    def __len__(self) -> int:
+        return self.df.nbins
+
+    def __getitem__(self, name: str) -> Any:
+        return self.df[name]
+
+    @property
+    def columns(self) -> list[str]:
+        return self.df.keys()
+
+    def calc_pointing_trajectory_map(self) -> Histogram:
+        """Exposure per (z-pointing pixel, x-pointing pixel): a sparse Histogram in s.
+
+        Axes are HEALPix axes labelled ``'z'`` and ``'x'`` (galactic, the table's NSIDE and
+        scheme), as cosipy's ``map_pointing_zx`` files.
+        """
+        npix = hp.nside2npix(self.nside)
+        axes = [HealpixAxis(self.nside, self.scheme, label=lab, coordsys="galactic")
+                for lab in ("z", "x")]
+        key = (self.df._bin["healpix_index_z_pointing"] * npix
+               + self.df._bin["healpix_index_x_pointing"])
+        uniq, data = _coalesce(key, self.df._bin["exposure"])
+        coords = np.vstack([uniq // npix, uniq % npix])
+        return Histogram(axes, contents=CooContents(coords, data, (npix, npix)), unit=u.s)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SpacecraftAttitudeExposureTable):
+            return NotImplemented
+        if (self.nside, self.scheme, len(self)) != (other.nside, other.scheme, len(other)):
+            return False
+        a, b = self.df, other.df
+        if not np.array_equal(a._off, b._off):
+            return False
+        if any(not np.array_equal(a._bin[k], b._bin[k]) for k in a._bin):
+            return False
+        for k in ("zpointing", "xpointing", "delta_time"):
+            if not np.array_equal(a.flat(k), b.flat(k)):
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"SpacecraftAttitudeExposureTable({len(self)} ScAtt bins, nside={self.nside}, "
+                f"scheme={self.scheme!r}, exposure {self.df._bin['exposure'].sum():.6g} s)")
+
+
+def _averaged(pointings: np.ndarray, weights: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Weighted mean direction ([l, b] deg) of the pointings of each bin."""
+    vec = hp.ang2vec(pointings[:, 0], pointings[:, 1], lonlat=True)
+    w = weights if np.any(weights > 0) else np.ones_like(weights)
+    # [3, rows] summed per bin along the rows
+    summed = np.add.reduceat(np.ascontiguousarray((vec * w[:, None]).T), starts, axis=1).T
+    zero = ~np.any(summed != 0, axis=1)
+    if np.any(zero):  # a bin with zero weight: plain mean of its pointings
+        plain = np.add.reduceat(np.ascontiguousarray(vec.T), starts, axis=1).T
+        summed[zero] = plain[zero]
+    summed /= np.linalg.norm(summed, axis=1, keepdims=True)
+    lon, lat = hp.vec2ang(summed, lonlat=True)
+    return np.column_stack([lon, lat])
