@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a checkpoint every N iterations (default 5)")
     r.add_argument("--float32", action="store_true", help="float32 arrays (default float64)")
 
+    rp = sub.add_parser("report", help="figures and report.md of a run directory",
+                        description="Redraw the figures and report.md of a `probdeconv run` "
+                                    "output directory.")
+    rp.add_argument("directory")
+    rp.add_argument("--data", default=None,
+                    help="data directory (default: the one recorded in run.yml)")
+
     i = sub.add_parser("info", help="axes, units and sums of a histogram/response/CCM file")
     i.add_argument("file")
     return p
@@ -109,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_command(args)
         if args.command == "info":
             return _cmd_info(args)
+        if args.command == "report":
+            from .runner import report_command
+
+            return report_command(args)
     except KeyboardInterrupt:
         print("probdeconv: interrupted (a checkpoint, if any, is kept; use --resume)",
               file=sys.stderr)

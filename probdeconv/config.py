@@ -37,7 +37,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FLUX_UNIT = "cm-2 s-1 sr-1"
-KNOWN_ALGORITHMS = ("RL", "RLsimple", "MAP_RL")
+KNOWN_ALGORITHMS = ("RL", "RLsimple", "MAP_RL", "MAP_gradient")
 KNOWN_MODEL_CLASSES = ("AllSkyImage",)
 _EXAMPLE = "'deconvolution:parameter:iteration_max = 30'"
 
@@ -287,6 +287,7 @@ _WHAT = {
     "real": "a finite number",
     "real>=0": "a finite number >= 0",
     "real>=1": "a finite number >= 1",
+    "real>0": "a finite number > 0",
     "real|inf": "a number or 'inf'",
     "str": "a non-empty string",
     "unit": "an astropy unit string",
@@ -325,7 +326,8 @@ def _real(value: Any, path: str, kind: str = "real") -> float:
         value = math.inf
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
     ok = ok and not math.isnan(value) and (kind == "real|inf" or not math.isinf(value))
-    if not ok or value < {"real>=0": 0.0, "real>=1": 1.0}.get(kind, -math.inf):
+    if not ok or value < {"real>=0": 0.0, "real>=1": 1.0}.get(kind, -math.inf) or (
+            kind == "real>0" and value <= 0):
         raise _bad(path, value, _WHAT[kind])
     return float(value)
 
@@ -460,6 +462,13 @@ _EM_FILTERS = {
 }
 _FWHM = {"value": ("real>=0", _REQ), "unit": ("unit:deg", _REQ)}
 _THRESHOLD = ("real", 1.0e-2)
+_OPTIMIZER = {  # MAP_gradient's optimiser (probdeconv.inference.map)
+    "name": (("lbfgs", "adam", "autodelta"), "lbfgs"),
+    "learning_rate": ("real>0", 0.05),  # adam / autodelta; L-BFGS uses its line search
+    "tolerance": ("real>=0", 1.0e-10),  # relative change of the log-posterior per step
+    "steps_per_iteration": ("int", 1),  # optimiser steps per registered result
+    "memory_size": ("int", 10),  # L-BFGS history
+}
 _SCHEMAS: dict[str, dict] = {
     "RLsimple": {**_COMMON, "stopping_criteria": ("ignored", _OMIT)},
     "RL": {**_COMMON, **_EM_FILTERS,
@@ -470,6 +479,7 @@ _SCHEMAS: dict[str, dict] = {
                "stopping_criteria": ({"statistics": (("log-posterior", "log-likelihood"),
                                                      "log-posterior"),
                                       "threshold": _THRESHOLD}, {})},
+    "MAP_gradient": {**_COMMON, "prior": ("prior", {}), "optimizer": (_OPTIMIZER, {})},
 }
 _MODEL_PROPERTY = {
     "coordinate": ("str", "galactic"), "nside": ("nside", _REQ),
@@ -499,7 +509,8 @@ def validate_algorithm_parameters(algorithm: str, parameter: Any = None) -> dict
     Parameters
     ----------
     algorithm : str
-        One of :data:`KNOWN_ALGORITHMS` (``RL``, ``RLsimple``, ``MAP_RL``).
+        One of :data:`KNOWN_ALGORITHMS` (``RL``, ``RLsimple``, ``MAP_RL``,
+        ``MAP_gradient``).
     parameter : Mapping, Parameters, yayc.Configurator or None
         The sub-tree; ``None`` means all defaults.
 
@@ -542,8 +553,9 @@ def validate_run_parameters(
         Accepted ``model_definition:class`` names.
     algorithms : Mapping[str, str], optional
         Accepted ``deconvolution:algorithm`` names, each mapped to the built-in schema
-        (``RL``, ``RLsimple`` or ``MAP_RL``) that checks its parameters; when neither the
-        value nor the key names one, the parameters are only checked to be a mapping.
+        (``RL``, ``RLsimple``, ``MAP_RL`` or ``MAP_gradient``) that checks its parameters;
+        when neither the value nor the key names one, the parameters are only checked to be
+        a mapping.
         Default: the built-in algorithms.
 
     Returns

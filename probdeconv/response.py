@@ -1,11 +1,15 @@
 """Responses and coordinate-conversion matrices, read from the files a COSI user has.
 
 - :class:`FullDetectorResponse` reads the full detector response (``DRM`` group),
-  version 1 dense or sparse.  :meth:`FullDetectorResponse.to_image_response` reduces it,
+  version 1 dense or sparse, and version 2 (cosipy 0.4: integer ``COUNTS``, bitshuffle
+  compressed, times ``EFF_AREA`` per ``Ei`` bin; histpy axes under ``DRM/AXES``).
+  :meth:`FullDetectorResponse.to_image_response` reduces it,
   one ``NuLambda`` pixel at a time, to the dense ``[NuLambda, Ei, Em, Phi, PsiChi]``
   histogram imaging needs (extra axes such as ``SigmaTau`` and ``Dist`` summed out).
 - :class:`CoordsysConversionMatrix` is a sparse histogram ``[Time|ScAtt, lb, NuLambda]``
-  of dwell times (s).
+  of dwell times (s); :meth:`CoordsysConversionMatrix.time_binning_ccm` and
+  :meth:`CoordsysConversionMatrix.spacecraft_attitude_binning_ccm` compute one from an
+  orientation or an exposure table (:mod:`probdeconv.spacecraft`).
 
 The precomputed galactic response is a plain histpy-layout histogram: open it with
 :meth:`probdeconv.Histogram.open`.
@@ -40,7 +44,7 @@ def _attr_str(value) -> str:
 
 
 class FullDetectorResponse:
-    """Full detector response, version 1 (dense or sparse ``DRM`` layout).
+    """Full detector response: version 1 (dense or sparse ``DRM``) or version 2.
 
     Open with :meth:`open`; use as a context manager or call :meth:`close`.
 
@@ -55,17 +59,43 @@ class FullDetectorResponse:
         self.path = path
         drm = file["DRM"]
         self.version = int(drm.attrs.get("VERSION", 1))
-        if self.version != 1:
+        if self.version not in (1, 2):
             raise FileFormatError(
-                f"{path}: full detector response version {self.version}; this release of "
-                "probdeconv reads version 1 (dense or sparse). Convert it with cosipy, or "
+                f"{path}: full detector response version {self.version}; probdeconv reads "
+                "versions 1 (dense or sparse) and 2 (cosipy 0.4). Convert it with cosipy, or "
                 "reduce it to a [NuLambda, Ei, Em, Phi, PsiChi] histpy histogram."
             )
         self.unit = u.Unit(_attr_str(drm.attrs.get("UNIT", "cm2")))
-        if "SPARSE" in drm.attrs:
-            self.is_sparse = bool(drm.attrs["SPARSE"])
+        self._eff_area: np.ndarray | None = None
+        if self.version == 2:
+            self.is_sparse = False
+            self.axes = self._v2_axes(drm, path)
         else:
-            self.is_sparse = "BIN_NUMBERS" in drm
+            if "SPARSE" in drm.attrs:
+                self.is_sparse = bool(drm.attrs["SPARSE"])
+            else:
+                self.is_sparse = "BIN_NUMBERS" in drm
+            self.axes = self._v1_axes(drm)
+        missing = [a for a in IMAGE_RESPONSE_AXES if a not in self.axes.labels]
+        if missing:
+            raise FileFormatError(
+                f"{path}: the response lacks axes {missing}; found {list(self.axes.labels)}, "
+                f"expected at least {list(IMAGE_RESPONSE_AXES)}."
+            )
+        if self.axes.labels[0] != "NuLambda":
+            raise FileFormatError(f"{path}: the first response axis is "
+                                  f"{self.axes.labels[0]!r}; expected 'NuLambda'.")
+        if tuple(self.axes.labels[:5]) != IMAGE_RESPONSE_AXES:
+            raise FileFormatError(
+                f"{path}: response axes {list(self.axes.labels)}; imaging needs "
+                f"{list(IMAGE_RESPONSE_AXES)} first (further axes are summed out). A "
+                "polarization axis 'Pol' is not supported; reduce the response first."
+            )
+        if self.version == 2:
+            self._check_v2(drm, path)
+
+    @staticmethod
+    def _v1_axes(drm: h5py.Group) -> Axes:
         axes = []
         for label in drm["AXES"]:  # creation order is the axis order
             ds = drm["AXES"][label]
@@ -79,16 +109,52 @@ class FullDetectorResponse:
                 unit = ds.attrs.get("UNIT")
                 axes.append(Axis(ds[()], label=label, scale=kind,
                                  unit=None if unit is None else _attr_str(unit)))
-        self.axes = Axes(axes)
-        missing = [a for a in IMAGE_RESPONSE_AXES if a not in self.axes.labels]
+        return Axes(axes)
+
+    @staticmethod
+    def _v2_axes(drm: h5py.Group, path: Path) -> Axes:
+        """Axes stored in histpy's layout (``DRM/AXES/0``, ``1``, ...)."""
+        from .io.histpy_h5 import _read_axis
+
+        if "AXES" not in drm:
+            raise FileFormatError(f"{path}: version-2 response without DRM/AXES; the file "
+                                  "is incomplete - regenerate it with cosipy's RspConverter")
+        group = drm["AXES"]
+        try:
+            keys = sorted(group.keys(), key=int)
+        except ValueError as exc:
+            raise FileFormatError(f"{path}: DRM/AXES entries {sorted(group.keys())}; version 2 "
+                                  "stores the axes as 0, 1, 2, ... (histpy layout)") from exc
+        axes = [_read_axis(group[k], f"{path}:DRM/AXES/{k}") for k in keys]
+        for a in axes:
+            if isinstance(a, HealpixAxis) and a.coordsys is None and a.label in (
+                    "NuLambda", "PsiChi"):
+                a.coordsys = "spacecraftframe"
+        return Axes(axes)
+
+    def _check_v2(self, drm: h5py.Group, path: Path) -> None:
+        try:
+            import hdf5plugin  # noqa: F401  (registers the bitshuffle filter with h5py)
+        except ImportError as exc:  # pragma: no cover - hdf5plugin is a dependency
+            raise FileFormatError(f"{path}: a version-2 response is bitshuffle-compressed; "
+                                  "install hdf5plugin (pip install hdf5plugin)") from exc
+        missing = [k for k in ("COUNTS", "EFF_AREA") if k not in drm]
         if missing:
-            raise FileFormatError(
-                f"{path}: the response lacks axes {missing}; found {list(self.axes.labels)}, "
-                f"expected at least {list(IMAGE_RESPONSE_AXES)}."
-            )
-        if self.axes.labels[0] != "NuLambda":
-            raise FileFormatError(f"{path}: the first response axis is "
-                                  f"{self.axes.labels[0]!r}; expected 'NuLambda'.")
+            raise FileFormatError(f"{path}: version-2 response lacks DRM/{missing[0]}; "
+                                  "expected integer DRM/COUNTS and DRM/EFF_AREA (one value "
+                                  "per Ei bin)")
+        counts = drm["COUNTS"]
+        if tuple(counts.shape) != tuple(self.axes.nbins):
+            raise FileFormatError(f"{path}: DRM/COUNTS has shape {tuple(counts.shape)}; the "
+                                  f"axes {list(self.axes.labels)} give {tuple(self.axes.nbins)}")
+        eff = np.asarray(drm["EFF_AREA"][()], dtype=np.float64).ravel()
+        n_ei = self.axes["Ei"].nbins
+        if eff.size == 1:
+            eff = np.full(n_ei, eff[0])
+        if eff.size != n_ei or not np.all(np.isfinite(eff)):
+            raise FileFormatError(f"{path}: DRM/EFF_AREA has {eff.size} values; expected "
+                                  f"{n_ei} finite values (one per Ei bin)")
+        self._eff_area = eff
 
     @classmethod
     def open(cls, filename: str | Path) -> FullDetectorResponse:
@@ -138,6 +204,13 @@ class FullDetectorResponse:
         drm = self._file["DRM"]
         shape = tuple(self.axes.nbins[1:])
         n_image = len(IMAGE_RESPONSE_AXES) - 1
+        if self.version == 2:
+            # [Ei, Em, Phi, PsiChi, ...] counts x EFF_AREA[Ei]
+            block = np.asarray(drm["COUNTS"][ipix], dtype=np.float64)
+            block *= self._eff_area.reshape((-1,) + (1,) * (block.ndim - 1))
+            if block.ndim > n_image:
+                block = block.sum(axis=tuple(range(n_image, block.ndim)))
+            return block
         if self.is_sparse:
             data = np.asarray(drm["CONTENTS"][ipix], dtype=np.float64)
             bins = np.asarray(drm["BIN_NUMBERS"][ipix]).reshape(len(shape), -1)
@@ -175,6 +248,36 @@ class CoordsysConversionMatrix(Histogram):
     @property
     def binning_method(self) -> str:
         return self.axes.labels[0]
+
+    @classmethod
+    def time_binning_ccm(cls, full_detector_response, orientation, time_intervals,
+                         nside_model=None, is_nest_model=False, **kwargs
+                         ) -> CoordsysConversionMatrix:
+        """CCM ``[Time, lb, NuLambda]`` from an orientation (cosipy's signature).
+
+        See :func:`probdeconv.spacecraft.ccm.time_binning_ccm`; keyword options
+        ``earth_occ`` and ``use_livetime``.
+        """
+        from .spacecraft.ccm import time_binning_ccm
+
+        return time_binning_ccm(full_detector_response, orientation, time_intervals,
+                                nside_model=nside_model, is_nest_model=is_nest_model, **kwargs)
+
+    @classmethod
+    def spacecraft_attitude_binning_ccm(cls, full_detector_response, exposure_table,
+                                        nside_model=None, use_averaged_pointing=False, **kwargs
+                                        ) -> CoordsysConversionMatrix:
+        """CCM ``[ScAtt, lb, NuLambda]`` from an exposure table (cosipy's signature).
+
+        See :func:`probdeconv.spacecraft.ccm.spacecraft_attitude_binning_ccm`; keyword
+        options ``scheme_model`` and ``earth_occ``.
+        """
+        from .spacecraft.ccm import spacecraft_attitude_binning_ccm
+
+        return spacecraft_attitude_binning_ccm(full_detector_response, exposure_table,
+                                               nside_model=nside_model,
+                                               use_averaged_pointing=use_averaged_pointing,
+                                               **kwargs)
 
     @classmethod
     def open(cls, filename: str | Path, name: str = "hist") -> CoordsysConversionMatrix:

@@ -30,9 +30,12 @@ from . import __version__
 from .config import Parameters
 from .errors import FileFormatError, ParameterError
 
-__all__ = ["run_command", "load_data_directory", "write_outputs"]
+__all__ = ["run_command", "report_command", "load_data_directory", "write_outputs"]
 
 logger = logging.getLogger(__name__)
+
+# Seconds to pause after each iteration; set by the interruption tests only.
+_DELAY = float(os.environ.get("PROBDECONV_ITERATION_DELAY", "0") or 0)
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -150,6 +153,8 @@ def run_command(args) -> int:
     try:
         while not stop:
             stop = algo.iteration()
+            if _DELAY:
+                time.sleep(_DELAY)  # test hook: makes interruption tests deterministic
             r = algo.results[-1]
             stat = r.get("log-posterior", float(np.sum(r["log-likelihood"])))
             bar.update(1)
@@ -224,3 +229,41 @@ def write_outputs(out: Path, algo, data, truth, params, args, elapsed: float) ->
     report.write_run_report(out, "probdeconv run", meta,
                             ["figures/image.png", "figures/curves.png",
                              "figures/residuals.png"], lines)
+
+
+def report_command(args) -> int:
+    """Redraw figures and report.md of a run directory from its saved outputs."""
+    from . import report
+    from .sky import AllSkyImageModel
+
+    d = Path(args.directory)
+    if not (d / "image.hdf5").is_file() or not (d / "iterations.csv").is_file():
+        raise FileFormatError(f"{d}: not a `probdeconv run` output directory (image.hdf5 and "
+                              "iterations.csv expected).")
+    meta = yaml.safe_load((d / "run.yml").read_text()) if (d / "run.yml").is_file() else {}
+    image = AllSkyImageModel.open(d / "image.hdf5")
+    with open(d / "iterations.csv") as f:
+        rows = list(csv.DictReader(f))
+    history = [{"iteration": int(r["iteration"]), "log-likelihood": [float(r["log_likelihood"])],
+                "alpha": float(r["alpha"])} for r in rows]
+    if rows and rows[0].get("log_posterior") not in (None, "nan"):
+        for h, r in zip(history, rows):
+            h["log-posterior"] = float(r["log_posterior"])
+    figures = ["figures/image.png", "figures/curves.png"]
+    truth = None
+    data_dir = args.data or meta.get("data")
+    data = None
+    if data_dir and Path(data_dir).is_dir():
+        data, truth = load_data_directory(data_dir)
+    report.plot_image(image, d / "figures" / "image.png", truth=truth)
+    report.plot_curves(history, d / "figures" / "curves.png")
+    if data is not None:
+        bkg = {k[4:]: float(v) for k, v in rows[-1].items() if k.startswith("bkg_")}
+        report.plot_residuals(data.event, data.calc_expectation(image, bkg),
+                              d / "figures" / "residuals.png")
+        figures.append("figures/residuals.png")
+    path = report.write_run_report(d, "probdeconv run", meta or {"directory": str(d)}, figures,
+                                   [f"{len(history)} iterations; final log-likelihood "
+                                    f"{history[-1]['log-likelihood'][0]:.6f}."])
+    print(f"probdeconv: report written to {path.resolve()}")
+    return 0

@@ -179,13 +179,14 @@ def _objective(params, datasets, config, minimum_flux):
 
 
 def map_init(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Dataset],
-             config: SkyModelConfig, options: MAPOptions = MAPOptions(), *,
+             config: SkyModelConfig, options: MAPOptions | None = None, *,
              minimum_flux: float = 0.0, rng_seed: int = 0) -> MAPState:
     """Initial state at ``(image0, bkg0)`` (flux units; ``bkg0 = None``: ``config.bkg_fixed``).
 
     Zero or sub-``minimum_flux`` pixels start at ``10⁻³`` of the mean free excess (``log 0``
     has no unconstrained value); free backgrounds start strictly inside their range.
     """
+    options = MAPOptions() if options is None else options
     _check_options(options)
     dtype = datasets[0].counts.dtype
     image0 = jnp.asarray(image0, dtype=dtype)
@@ -284,7 +285,7 @@ def build_step(options: MAPOptions):
 
 
 def map_run(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Dataset],
-            config: SkyModelConfig, options: MAPOptions = MAPOptions(), *,
+            config: SkyModelConfig, options: MAPOptions | None = None, *,
             max_iterations: int = 1000, tolerance: float = 1e-12, minimum_flux: float = 0.0,
             state: MAPState | None = None) -> MAPResult:
     """Run :func:`map_step` until the log-posterior stops increasing.
@@ -307,6 +308,7 @@ def map_run(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Dat
         Image, background normalisations, the log-posterior history, steps taken,
         whether it converged and the final state.
     """
+    options = MAPOptions() if options is None else options
     if max_iterations < 1:
         raise ParameterError(f"max_iterations: got {max_iterations!r}; expected an integer >= 1.")
     if state is None:
@@ -317,8 +319,14 @@ def map_run(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Dat
     for _ in range(max_iterations):
         state, info = step(state, datasets, config)
         history.append(float(info.log_posterior))
-        change = abs(history[-1] - history[-2])
-        if change <= tolerance * max(1.0, abs(history[-1])) or not bool(info.accepted):
+        if not bool(info.accepted):  # L-BFGS: no increase possible; Adam: non-finite value
+            converged = options.optimizer == "lbfgs"
+            if not converged:
+                logger.warning("gradient MAP (%s): the log-posterior became %s at step %d; "
+                               "lower optimizer:learning_rate.", options.optimizer,
+                               history[-1], len(history) - 1)
+            break
+        if abs(history[-1] - history[-2]) <= tolerance * max(1.0, abs(history[-1])):
             converged = True
             break
     image, bkg = map_values(state, config)

@@ -376,7 +376,7 @@ def log_posterior_terms(datasets: Sequence[fm.Dataset], image: jax.Array,
 
 def log_posterior(datasets: Sequence[fm.Dataset], image: jax.Array,
                   bkg_norm: jax.Array | None, config: SkyModelConfig) -> jax.Array:
-    """MAP-RL's log-posterior (spec §2): ``Σ log L + log P_gamma(λ) [+ log P_gamma(b)] + Σ_p log P_p``.
+    """MAP-RL's log-posterior (spec §2), ``Σ log L + log P_γ(λ) [+ log P_γ(b)] + Σ_p log P_p``.
 
     Without ``log d!`` and without the normalising constants of proper priors (see
     :func:`sky_model` for the exact difference to NumPyro's ``log_density``).
@@ -388,7 +388,8 @@ def log_posterior(datasets: Sequence[fm.Dataset], image: jax.Array,
     >>> ds = make_dataset(np.ones((2, 3, 12)), np.ones((12, 1, 2, 3, 12)))
     >>> cfg = make_config(ds.model_shape)  # flat prior: the log-likelihood itself
     >>> img = jnp.full((12, 1), 0.1)
-    >>> bool(log_posterior((ds,), img, None, cfg) == total_log_likelihood((ds,), img, cfg.bkg_fixed))
+    >>> lp = log_posterior((ds,), img, None, cfg)
+    >>> bool(lp == total_log_likelihood((ds,), img, cfg.bkg_fixed))
     True
     """
     return log_posterior_terms(datasets, image, bkg_norm, config).total

@@ -168,7 +168,8 @@ class SimulationConfig:
         if self.measured_energy_edges is not None:
             object.__setattr__(self, "measured_energy_edges",
                                _edges("measured_energy_edges", self.measured_energy_edges))
-        for name in ("nside", "psichi_nside", "scatt_nside", "scatt_x_nside", "psichi_oversampling"):
+        for name in ("nside", "psichi_nside", "scatt_nside", "scatt_x_nside",
+                     "psichi_oversampling"):
             value = getattr(self, name)
             if value is not None and value & (value - 1):
                 raise ParameterError(f"SimulationConfig.{name}: got {value}; use a power of "

@@ -66,14 +66,14 @@ def background_template(cfg: SimulationConfig, data_axes: Axes,
     >>> from probdeconv.simulate.instrument import response_axes
     >>> cfg = SimulationConfig(nside=1)
     >>> ax = Axes([Axis(np.arange(3), label="ScAtt")] + list(response_axes(cfg))[2:])
-    >>> float(background_template(cfg, ax, np.array([10.0, 30.0])).sum())
+    >>> round(float(background_template(cfg, ax, np.array([10.0, 30.0])).sum()), 9)
     40.0
     """
     em = data_axes["Em"].edges.to_value(u.keV)
     e_part = np.diff(em ** -0.5) / -0.5
     phi_edges = data_axes["Phi"].edges.to_value(u.rad)
     phi = 0.5 * (phi_edges[1:] + phi_edges[:-1])
-    phi_part = np.sin(phi) * np.exp(-phi / (np.pi / 2)) * np.diff(phi_edges) + 1e-3
+    phi_part = np.sin(phi) * np.exp(-phi / (np.pi / 2)) * np.diff(phi_edges)
     theta, _ = hp.pix2ang(data_axes["PsiChi"].nside, np.arange(data_axes["PsiChi"].nbins))
     psi_part = 1.0 - 0.3 * np.cos(theta)
     parts = [p / p.sum() for p in (e_part, phi_part, psi_part)]

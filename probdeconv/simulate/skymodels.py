@@ -96,7 +96,7 @@ class PointSource(_Component):
     --------
     >>> src = PointSource("crab", flux=1e-3, l=184.56, b=-5.78)
     >>> int(np.argmax(src.shape(1))), float(src.shape(1).sum())
-    (5, 1.0)
+    (6, 1.0)
     """
 
     kind = "point"

@@ -4,7 +4,8 @@ Each orientation interval is represented by the midpoint of its end attitudes (t
 arithmetic mean of the x- and z-axis longitudes and latitudes, as cosipy).  Intervals
 whose z- and x-axis midpoints fall in the same pair of HEALPix pixels (at the table's
 NSIDE) form one ScAtt bin; bins are numbered in order of first appearance.  A bin holds
-its pointings, their durations (``delta_time``, or live times), its exposure (their sum),
+its pointings, their durations (``delta_time``: differences of astropy Time stamps, as
+cosipy, or live times), its exposure (their sum),
 the exposure-weighted mean z- and x-axis (``*_averaged``), and per pointing the Earth
 zenith, altitude and live time at the interval start when the orientation has them.
 
@@ -243,7 +244,8 @@ class SpacecraftAttitudeExposureTable:
         xl, xb, zl, zb = geo.matrix_axes_lonlat(orientation.attitude_matrices())
         xl, xb = geo.midpoint_lonlat(xl, xb)
         zl, zb = geo.midpoint_lonlat(zl, zb)
-        dt = orientation.interval_weights(use_livetime)
+        dt = orientation.interval_weights(True) if use_livetime else \
+            orientation.time_differences()
         npix = hp.nside2npix(int(nside))
         iz = hp.ang2pix(int(nside), zl, zb, nest=nest, lonlat=True)
         ix = hp.ang2pix(int(nside), xl, xb, nest=nest, lonlat=True)
@@ -358,15 +360,19 @@ class SpacecraftAttitudeExposureTable:
 
 
 def _averaged(pointings: np.ndarray, weights: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Weighted mean direction ([l, b] deg) of the pointings of each bin."""
+    """Weighted mean direction ([l, b] deg) of the pointings of each bin.
+
+    Summed per bin in cosipy's order (one reduction per bin, a loop over bins only), so
+    that the result agrees with cosipy's tables bit for bit.
+    """
     vec = hp.ang2vec(pointings[:, 0], pointings[:, 1], lonlat=True)
-    w = weights if np.any(weights > 0) else np.ones_like(weights)
-    # [3, rows] summed per bin along the rows
-    summed = np.add.reduceat(np.ascontiguousarray((vec * w[:, None]).T), starts, axis=1).T
-    zero = ~np.any(summed != 0, axis=1)
-    if np.any(zero):  # a bin with zero weight: plain mean of its pointings
-        plain = np.add.reduceat(np.ascontiguousarray(vec.T), starts, axis=1).T
-        summed[zero] = plain[zero]
-    summed /= np.linalg.norm(summed, axis=1, keepdims=True)
+    stops = np.append(starts[1:], len(weights))
+    summed = np.empty((len(starts), 3))
+    for i, (s, e) in enumerate(zip(starts, stops)):
+        w = weights[s:e]
+        if not np.any(w > 0):  # no weight at all: plain mean of the pointings
+            w = np.ones_like(w)
+        v = np.sum(vec[s:e].T * w, axis=1)
+        summed[i] = v / np.linalg.norm(v)
     lon, lat = hp.vec2ang(summed, lonlat=True)
     return np.column_stack([lon, lat])

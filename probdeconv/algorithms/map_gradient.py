@@ -1,0 +1,257 @@
+"""``MAPGradient`` (registry name ``MAP_gradient``): MAP imaging by gradient methods.
+
+A cosipy-style shell over :mod:`probdeconv.inference.map`: it maximises the same
+log-posterior as MAP-RL (spec §2: Poisson log-likelihood + gamma prior on the image and,
+when they are fitted, on the background normalisations + TSV / entropy priors) with
+L-BFGS (default), Adam or NumPyro's AutoDelta SVI, and registers one result per outer
+iteration (``optimizer:steps_per_iteration`` optimiser steps each).
+
+Parameters (``deconvolution:parameter``): ``iteration_max``, ``minimum_flux``,
+``background_normalization_optimization {activate, range}``, ``prior`` (the MAP_RL subtree:
+``TSV {coefficient}``, ``entropy {coefficient, reference}``, ``gamma {model {theta {value,
+unit}, k {value}}, background {theta {value}, k {value}}}``), ``optimizer {name: lbfgs |
+adam | autodelta, learning_rate, tolerance, steps_per_iteration, memory_size}`` and
+``save_results``.  Each result holds ``iteration``, ``model``, ``background_normalization``,
+``log-likelihood`` (one per dataset), ``log-prior`` (``{"image_gamma", ["bkg_gamma"],
+["TSV"], ["entropy"]}``) and ``log-posterior``.
+
+Examples
+--------
+>>> algo = MAPGradient(model, [data], None, {"iteration_max": 50})    # doctest: +SKIP
+>>> algo.initialization()
+>>> while not algo.iteration():
+...     pass
+>>> algo.results[-1]["log-posterior"]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import astropy.units as u
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import DataError, ParameterError
+from ..histogram import Histogram
+from ..inference import map as gmap
+from ..inference.model import log_posterior_terms, make_config
+from ..io.results import save_histogram_series, save_scalar_tables
+from ..priors import EntropyPrior, TSVPrior, build_priors
+from .base import DeconvolutionAlgorithmBase
+
+__all__ = ["MAPGradient"]
+
+logger = logging.getLogger(__name__)
+
+FLUX_UNIT = u.Unit("cm-2 s-1 sr-1")
+
+_terms = jax.jit(log_posterior_terms)
+
+
+def _value(tree: dict, path: str, default: float) -> float:
+    """``tree[a][b]...['value']`` for a colon path, or ``default``."""
+    node = tree
+    for key in path.split(":"):
+        if not isinstance(node, dict) or key not in node:
+            return default
+        node = node[key]
+    return float(node)
+
+
+class MAPGradient(DeconvolutionAlgorithmBase):
+    """Gradient-based MAP (L-BFGS / Adam / AutoDelta) with MAP-RL's priors.
+
+    Parameters
+    ----------
+    initial_model : AllSkyImageModel
+        Starting image.
+    dataset : list of DataIF_COSI_DC2
+        Fitted jointly.
+    mask : Histogram of bool or None
+        True marks a free pixel; without one, zero-exposure pixels are masked.
+    parameter : dict, Parameters or yayc.Configurator
+        ``deconvolution:parameter`` (see the module docstring).
+    """
+
+    algorithm_name = "MAP_gradient"
+
+    def __init__(self, initial_model, dataset, mask, parameter):
+        super().__init__(initial_model, dataset, mask, parameter)
+        p = self.parameter
+        self._model_unit = initial_model.unit if initial_model.unit is not None else FLUX_UNIT
+        self._to_flux = float(u.Unit(self._model_unit).to(FLUX_UNIT))
+        mf = p["minimum_flux"].to_dict()
+        self.minimum_flux = float((mf["value"] * u.Unit(mf["unit"])).to_value(FLUX_UNIT))
+        self.do_bkg_norm_optimization = bool(
+            p["background_normalization_optimization:activate"])
+        ranges = p.get("background_normalization_optimization:range") or {}
+        if hasattr(ranges, "to_dict"):
+            ranges = ranges.to_dict()
+        unknown = [k for k in ranges if k not in self.dict_bkg_norm]
+        if unknown:
+            logger.warning("background_normalization_optimization:range names %s, which no "
+                           "dataset has (background models: %s); ignored.", unknown,
+                           list(self.dict_bkg_norm))
+        self.dict_bkg_norm_range = {k: list(ranges.get(k, [0.0, 100.0]))
+                                    for k in self.dict_bkg_norm}
+        self.prior_parameter = p["prior"].to_dict()
+        opt = p["optimizer"].to_dict()
+        self.optimizer_options = gmap.MAPOptions(optimizer=opt["name"],
+                                                 learning_rate=float(opt["learning_rate"]),
+                                                 memory_size=int(opt["memory_size"]))
+        self.tolerance = float(opt["tolerance"])
+        self.steps_per_iteration = int(opt["steps_per_iteration"])
+        self.save_results = bool(p["save_results:activate"])
+        self.save_results_directory = str(p["save_results:directory"])
+        self.save_only_final_result = bool(p["save_results:only_final_result"])
+        self.converged = False
+
+    # -------------------------------------------------------------- set-up
+    def _gamma_model(self) -> tuple[float, float]:
+        g = self.prior_parameter.get("gamma", {}) or {}
+        k = _value(g, "model:k:value", 1.0)
+        theta = _value(g, "model:theta:value", math.inf)
+        unit = (g.get("model", {}).get("theta", {}) or {}).get("unit", self._model_unit)
+        if math.isfinite(theta):
+            theta = float((theta * u.Unit(unit)).to_value(FLUX_UNIT))
+        return k, theta
+
+    def _gamma_background(self) -> tuple[float, float]:
+        g = self.prior_parameter.get("gamma", {}) or {}
+        return _value(g, "background:k:value", 1.0), _value(g, "background:theta:value",
+                                                            math.inf)
+
+    def _priors(self) -> dict:
+        axis = self.initial_model.axes[0]
+        nest = bool(getattr(axis, "nest", False))
+        nside = int(getattr(self.initial_model, "nside", 0) or
+                    round(math.sqrt(self.initial_model.axes.nbins[0] / 12)))
+        priors = build_priors(self.prior_parameter, nside=nside, nest=nest,
+                              model_unit_to_flux=self._to_flux)
+        # Coefficients are given for images in the model's unit; the core works in flux units.
+        for name, prior in priors.items():
+            if isinstance(prior, TSVPrior):
+                priors[name] = prior._replace(coefficient=prior.coefficient / self._to_flux**2)
+            elif isinstance(prior, EntropyPrior):
+                priors[name] = prior._replace(coefficient=prior.coefficient / self._to_flux)
+        return priors
+
+    def _forward_datasets(self) -> tuple:
+        keys = list(self.dict_bkg_norm)
+        out = []
+        for d in self.dataset:
+            if not hasattr(d, "to_forward"):
+                raise DataError(
+                    f"dataset {getattr(d, 'name', d)!r} ({type(d).__name__}) does not provide "
+                    "forward-model arrays (to_forward); load it with DataIF_COSI_DC2.load().")
+            out.append(d.to_forward(keys))
+        return tuple(out)
+
+    def _as_model(self, values):
+        new = self.initial_model.copy()
+        new[:] = (np.asarray(values, dtype=np.float64) / self._to_flux) * self._model_unit
+        return new
+
+    def initialization(self):
+        """Forward arrays, automatic mask, priors and the optimiser state."""
+        self.iteration_count = 0
+        self.results.clear()
+        self.converged = False
+        self._datasets = self._forward_datasets()
+        dtype = self._datasets[0].counts.dtype
+        s = np.asarray(sum(np.asarray(d.exposure_map) for d in self.dataset))
+        self.summed_exposure_map = Histogram(self.initial_model.axes, contents=s,
+                                             unit=self.dataset[0].exposure_map.unit)
+        if self.mask is None and np.any(s == 0):
+            self.mask = Histogram(self.initial_model.axes, contents=s > 0)
+            logger.info("%d zero-exposure pixel(s) masked.", int(np.sum(s == 0)))
+        mask = None if self.mask is None else np.asarray(self.mask, dtype=bool)
+        keys = list(self.dict_bkg_norm)
+        try:
+            self._config = make_config(
+                s.shape, n_bkg=len(keys), mask=mask, image_prior="gamma",
+                gamma=self._gamma_model(), priors=self._priors(),
+                bkg_free=self.do_bkg_norm_optimization,
+                bkg_norm=[self.dict_bkg_norm[k] for k in keys],
+                bkg_range=np.array([self.dict_bkg_norm_range[k] for k in keys]).reshape(-1, 2),
+                bkg_prior="gamma", bkg_gamma=self._gamma_background(), dtype=dtype)
+        except ParameterError as exc:
+            raise ParameterError(f"deconvolution:parameter: {exc}") from exc
+        model0 = np.asarray(self.initial_model, dtype=np.float64) * self._to_flux
+        if mask is not None:
+            model0 = np.where(mask, model0, 0.0)
+        self._state = gmap.map_init(jnp.asarray(model0, dtype=dtype), None, self._datasets,
+                                    self._config, self.optimizer_options,
+                                    minimum_flux=self.minimum_flux)
+        self._step = gmap.build_step(self.optimizer_options)
+        self.model = self._as_model(model0)
+        logger.info("MAP_gradient: optimiser %s, start log-posterior %.10g",
+                    self.optimizer_options.optimizer, float(self._state.log_posterior))
+
+    def pre_processing(self):
+        pass
+
+    def Estep(self):  # noqa: N802 (cosipy name)
+        """Nothing to do: the expectation is part of each gradient evaluation."""
+
+    def Mstep(self):  # noqa: N802 (cosipy name)
+        """Run ``steps_per_iteration`` jitted optimiser steps (fewer once converged)."""
+        for _ in range(self.steps_per_iteration):
+            before = float(self._state.log_posterior)
+            self._state, info = self._step(self._state, self._datasets, self._config)
+            now = float(info.log_posterior)
+            if not bool(info.accepted):
+                self.converged = self.optimizer_options.optimizer == "lbfgs"
+                if not self.converged:
+                    logger.warning("MAP_gradient: the log-posterior became %s; lower "
+                                   "optimizer:learning_rate.", now)
+                break
+            if abs(now - before) <= self.tolerance * max(1.0, abs(now)):
+                self.converged = True
+                break
+
+    def post_processing(self):
+        """Image, background normalisations and the log-posterior terms as results."""
+        image, bkg = gmap.map_values(self._state, self._config)
+        terms = _terms(self._datasets, image, bkg, self._config)
+        self.model = self._as_model(image)
+        for k, v in zip(self.dict_bkg_norm, np.asarray(bkg)):
+            self.dict_bkg_norm[k] = float(v)
+        self.log_likelihood_list = [float(x) for x in np.asarray(terms.log_likelihood)]
+        self.log_prior = {k: float(v) for k, v in terms.log_prior.items()}
+        self.log_posterior = float(terms.total)
+
+    def register_result(self):
+        r = {"iteration": self.iteration_count, "model": self.model,
+             "background_normalization": dict(self.dict_bkg_norm),
+             "log-likelihood": list(self.log_likelihood_list),
+             "log-prior": dict(self.log_prior), "log-posterior": self.log_posterior}
+        self.results.append(r)
+        logger.info("iteration %d: log-posterior %.10g, log-likelihood %s, background %s",
+                    r["iteration"], r["log-posterior"],
+                    [f"{x:.10g}" for x in r["log-likelihood"]], r["background_normalization"])
+
+    def check_stopping_criteria(self) -> bool:
+        """Stop at ``iteration_max`` or when the optimiser has converged (``tolerance``)."""
+        if self.converged:
+            logger.info("MAP_gradient converged at iteration %d.", self.iteration_count)
+        return self.converged or self.iteration_count >= self.iteration_max
+
+    def finalization(self):
+        """Save ``model.hdf5`` and ``results.fits`` when ``save_results:activate``."""
+        if not self.save_results or not self.results:
+            return
+        directory = Path(self.save_results_directory)
+        logger.info("saving results in %s", directory)
+        save_histogram_series(directory / "model.hdf5", self.results, "model",
+                              only_final_result=self.save_only_final_result)
+        names = [str(d.name) for d in self.dataset]
+        save_scalar_tables(directory / "results.fits", self.results,
+                           values=[("log-posterior", "LOG-POSTERIOR")],
+                           dicts=[("background_normalization", "BKG_NORM"),
+                                  ("log-prior", "LOG-PRIOR")],
+                           lists=[("log-likelihood", "LOG-LIKELIHOOD", names)])

@@ -1,0 +1,271 @@
+"""Coordinate-conversion matrices from an orientation or an exposure table.
+
+A CCM ``C[t, l, ν]`` (seconds) is the time during bin ``t`` that the galactic model pixel
+``l`` is seen in the spacecraft-frame pixel ``ν``: for every orientation interval (or
+ScAtt pointing) of bin ``t`` with weight ``w`` (duration or live time) and attitude
+``M``, the direction ``Mᵀ d_l`` of the pixel centre ``d_l`` is spread over the four
+nearest ``NuLambda`` pixels with bilinear HEALPix weights, times ``w`` (cosipy's
+dwell-time map).  With ``earth_occ`` a pointing contributes nothing to the model pixels
+below the Earth limb at its start.
+
+Everything is vectorised over (pointing, model pixel) pairs in chunks, so no Python loop
+runs per pixel; the cost is one rotation and one interpolation per pair.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import astropy.units as u
+import healpy as hp
+import numpy as np
+from astropy.time import Time
+
+from probdeconv.errors import DataError, ParameterError
+from probdeconv.histogram import Axes, Axis, CooContents, HealpixAxis
+from probdeconv.response import CoordsysConversionMatrix
+
+from . import geometry as geo
+from .exposure_table import SpacecraftAttitudeExposureTable, _norm_scheme
+from .orientation import SpacecraftFile, _local_axis
+
+__all__ = ["time_binning_ccm", "spacecraft_attitude_binning_ccm", "ccm_contents"]
+
+logger = logging.getLogger(__name__)
+
+MAX_PAIRS = 1 << 21  # (pointing, model pixel) pairs per chunk: ~300 MB of temporaries
+
+
+def _model_axis(nside_model: int, scheme: str) -> HealpixAxis:
+    try:
+        nside_model = int(nside_model)
+    except (TypeError, ValueError) as err:
+        raise ParameterError(f"nside_model={nside_model!r} is not an integer") from err
+    if not hp.isnsideok(nside_model, nest=scheme == "nested"):
+        raise ParameterError(f"nside_model={nside_model} is not a valid HEALPix NSIDE for the "
+                             f"{scheme} scheme (use a power of 2)")
+    return HealpixAxis(nside=nside_model, scheme=scheme, label="lb", coordsys="galactic")
+
+
+def _reduce(keys: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum values with equal keys; drop exact zeros."""
+    if keys.size == 0:
+        return keys, vals
+    lo, hi = int(keys.min()), int(keys.max())
+    span = hi - lo + 1
+    if span <= 4 * keys.size:
+        summed = np.bincount(keys - lo, vals, minlength=span)
+        nz = np.flatnonzero(summed)
+        return nz + lo, summed[nz]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    summed = np.bincount(inv.ravel(), vals, minlength=uniq.size)
+    nz = summed != 0
+    return uniq[nz], summed[nz]
+
+
+def ccm_contents(row_bin: np.ndarray, matrices: np.ndarray,
+                 weights: Callable[[int, int], np.ndarray], n_bins: int,
+                 model_axis: HealpixAxis, local_axis: HealpixAxis,
+                 max_pairs: int = MAX_PAIRS) -> CooContents:
+    """Sparse ``[bin, lb, NuLambda]`` dwell times of attitudes (the CCM kernel).
+
+    Parameters
+    ----------
+    row_bin : ndarray of int, shape (N,)
+        Bin of each attitude (rows sorted by bin run fastest, but any order works).
+    matrices : ndarray, shape (N, 3, 3)
+        Attitude matrices (columns: spacecraft axes in galactic).
+    weights : callable
+        ``weights(start, stop)`` gives the weights (s) of rows ``start:stop``, shape
+        ``(n,)`` or ``(n, P)`` (per model pixel, e.g. zero when occulted).
+    n_bins : int
+        Number of bins (first axis).
+    model_axis, local_axis : HealpixAxis
+        The galactic model axis ``lb`` and the spacecraft-frame axis ``NuLambda``.
+    max_pairs : int
+        Pairs processed at once (memory bound).
+    """
+    dirs = geo.healpix_directions(model_axis.nside, model_axis.nest)
+    n_model, n_local = dirs.shape[0], local_axis.npix
+    rows = max(1, max_pairs // n_model)
+    model_index = np.arange(n_model, dtype=np.int64)
+    keys_all, vals_all = [], []
+    for s in range(0, row_bin.size, rows):
+        e = min(s + rows, row_bin.size)
+        w = np.broadcast_to(np.asarray(weights(s, e), dtype=np.float64).reshape(e - s, -1),
+                            (e - s, n_model))
+        # [n, gal, sc] x [P, gal] -> [n, P, sc]: the model pixel centres in the spacecraft frame
+        v = np.matmul(dirs[None, :, :], matrices[s:e])
+        theta = np.arctan2(np.sqrt(v[..., 0] ** 2 + v[..., 1] ** 2), v[..., 2]).ravel()
+        phi = np.arctan2(v[..., 1], v[..., 0]).ravel()
+        del v
+        pix, wt = hp.get_interp_weights(local_axis.nside, theta, phi, nest=local_axis.nest)
+        base = ((row_bin[s:e, None].astype(np.int64) * n_model + model_index[None, :]).ravel()
+                * n_local)
+        k, val = _reduce((base[None, :] + pix).ravel(), (wt * w.ravel()[None, :]).ravel())
+        keys_all.append(k)
+        vals_all.append(val)
+    keys, vals = _reduce(np.concatenate(keys_all), np.concatenate(vals_all)) if keys_all \
+        else (np.zeros(0, np.int64), np.zeros(0))
+    shape = (int(n_bins), n_model, n_local)
+    coords = np.array(np.unravel_index(keys, shape), dtype=np.int64).reshape(3, -1)
+    return CooContents(coords, vals, shape)
+
+
+def _edges_unix(time_intervals: Any) -> np.ndarray:
+    if isinstance(time_intervals, Time):
+        e = time_intervals.unix
+    elif isinstance(time_intervals, u.Quantity):
+        try:
+            e = time_intervals.to_value(u.s)
+        except u.UnitsError as err:
+            raise DataError(f"time_intervals in {time_intervals.unit}: expected times (s or "
+                            "astropy Time)") from err
+    else:
+        e = time_intervals
+    e = np.asarray(e, dtype=np.float64).ravel()
+    if e.size < 2 or np.any(np.diff(e) <= 0) or not np.all(np.isfinite(e)):
+        raise DataError(f"time_intervals {e[:6]}: expected at least two strictly increasing "
+                        "bin edges (Unix s), as binned_data.axes['Time'].edges")
+    return e
+
+
+def time_binning_ccm(full_detector_response: Any, orientation: SpacecraftFile,
+                     time_intervals: Any, nside_model: int | None = None,
+                     is_nest_model: bool = False, *, earth_occ: bool = False,
+                     use_livetime: bool = False) -> CoordsysConversionMatrix:
+    """CCM ``[Time, lb, NuLambda]`` for time bins (cosipy's ``time_binning_ccm``).
+
+    Parameters
+    ----------
+    full_detector_response : FullDetectorResponse or HealpixAxis
+        Gives the ``NuLambda`` axis (and the default model NSIDE).
+    orientation : SpacecraftFile
+    time_intervals : Quantity, Time or array_like
+        Time bin edges (Unix seconds), e.g. ``event.axes['Time'].edges``.
+    nside_model : int, optional
+        NSIDE of the model map; default the response's.
+    is_nest_model : bool
+        Model map in the NESTED scheme.
+    earth_occ : bool
+        Leave out model pixels below the Earth limb (needs the .ori Earth columns).
+    use_livetime : bool
+        Weight intervals by live time instead of duration.
+
+    Raises
+    ------
+    DataError
+        Bin edges outside the orientation, or no Earth data with ``earth_occ``.
+    """
+    local = _local_axis(full_detector_response, None, "ring")
+    model = _model_axis(local.nside if nside_model is None else nside_model,
+                        "nested" if is_nest_model else "ring")
+    edges = _edges_unix(time_intervals)
+    seg = orientation.cut(edges)
+    t0 = seg.time_unix[:-1]
+    row_bin = np.clip(np.searchsorted(edges, t0, side="right") - 1, 0, edges.size - 2)
+    w_rows = seg.interval_weights(use_livetime)
+    weights = _row_weights(w_rows, seg if earth_occ else None, model)
+    contents = ccm_contents(row_bin, seg.attitude_matrices()[:-1], weights, edges.size - 1,
+                            model, local)
+    axes = Axes([Axis(edges, label="Time", unit=u.s), model, local])
+    logger.info("time-binning CCM: %d bins, %d intervals, %d non-zero entries", edges.size - 1,
+                row_bin.size, contents.nnz)
+    return CoordsysConversionMatrix(axes, contents=contents, unit=u.s)
+
+
+def _row_weights(w_rows: np.ndarray, ori: SpacecraftFile | None,
+                 model: HealpixAxis) -> Callable[[int, int], np.ndarray]:
+    """Per-row weights, times the Earth visibility of each model pixel when ``ori`` given."""
+    if ori is None:
+        return lambda s, e: w_rows[s:e]
+    if not ori.has_earth_data:
+        ori.earth_visible(np.zeros((0, 3)))  # raises the explanatory DataError
+    cols = ori.lonlat()
+    zen = geo.lonlat_to_vec(cols["earth_l"], cols["earth_b"])
+    alt = cols["altitude"]
+    dirs = geo.healpix_directions(model.nside, model.nest)
+    return lambda s, e: w_rows[s:e, None] * geo.earth_visible(dirs, zen[s:e], alt[s:e])
+
+
+def spacecraft_attitude_binning_ccm(full_detector_response: Any,
+                                    exposure_table: SpacecraftAttitudeExposureTable,
+                                    nside_model: int | None = None,
+                                    use_averaged_pointing: bool = False, *,
+                                    scheme_model: str | None = None,
+                                    earth_occ: bool = False) -> CoordsysConversionMatrix:
+    """CCM ``[ScAtt, lb, NuLambda]`` from an exposure table (cosipy's name and arguments).
+
+    Parameters
+    ----------
+    full_detector_response : FullDetectorResponse or HealpixAxis
+        Gives the ``NuLambda`` axis (and the default model NSIDE).
+    exposure_table : SpacecraftAttitudeExposureTable
+    nside_model : int, optional
+        NSIDE of the model map; default the response's.
+    use_averaged_pointing : bool
+        One attitude per bin (the exposure-weighted mean axes) carrying the bin's whole
+        exposure: fast, slightly blurred.  Otherwise every pointing of the table with its
+        own ``delta_time``: exact, cost proportional to the number of pointings.
+    scheme_model : {'ring', 'nested'}, optional
+        Scheme of the model map; default the table's (as cosipy).
+    earth_occ : bool
+        Leave out, per pointing, the model pixels below the Earth limb (needs a table
+        made from an orientation with Earth columns).
+    """
+    if not isinstance(exposure_table, SpacecraftAttitudeExposureTable):
+        raise DataError(f"exposure_table: expected a SpacecraftAttitudeExposureTable, got "
+                        f"{type(exposure_table).__name__}")
+    local = _local_axis(full_detector_response, None, "ring")
+    scheme = _norm_scheme(scheme_model or exposure_table.scheme)
+    model = _model_axis(local.nside if nside_model is None else nside_model, scheme)
+    df = exposure_table.df
+    n_bins = len(exposure_table)
+    off = df.offsets
+    pointing_bin = np.repeat(np.arange(n_bins, dtype=np.int64), np.diff(off))
+    dt = df.flat("delta_time")
+    if earth_occ and df.flat("earth_zenith") is None:
+        raise DataError("earth_occ=True needs the Earth zenith and altitude of each pointing, "
+                        "which this exposure table lacks; make the table from an .ori file "
+                        "with Earth columns, or pass earth_occ=False")
+    if earth_occ:
+        zen = geo.lonlat_to_vec(df.flat("earth_zenith")[:, 0], df.flat("earth_zenith")[:, 1])
+        alt = df.flat("altitude")
+        dirs = geo.healpix_directions(model.nside, model.nest)
+
+        def visible_time(s: int, e: int) -> np.ndarray:
+            return dt[s:e, None] * geo.earth_visible(dirs, zen[s:e], alt[s:e])
+
+    if use_averaged_pointing:
+        za, xa = df["zpointing_averaged"], df["xpointing_averaged"]
+        mats = geo.attitude_matrices(xa[:, 0], xa[:, 1], za[:, 0], za[:, 1])
+        if earth_occ:
+            per_bin = _binned_sum(visible_time, pointing_bin, n_bins, model.npix)
+        else:
+            per_bin = df["exposure"]
+        row_bin = np.arange(n_bins, dtype=np.int64)
+        contents = ccm_contents(row_bin, mats, lambda s, e: per_bin[s:e], n_bins, model, local)
+    else:
+        zp, xp = df.flat("zpointing"), df.flat("xpointing")
+        mats = geo.attitude_matrices(xp[:, 0], xp[:, 1], zp[:, 0], zp[:, 1])
+        weights = visible_time if earth_occ else (lambda s, e: dt[s:e])
+        contents = ccm_contents(pointing_bin, mats, weights, n_bins, model, local)
+    axes = Axes([Axis(np.arange(n_bins + 1), label="ScAtt"), model, local])
+    logger.info("ScAtt CCM: %d bins, %d pointings, averaged=%s, %d non-zero entries", n_bins,
+                pointing_bin.size, use_averaged_pointing, contents.nnz)
+    return CoordsysConversionMatrix(axes, contents=contents, unit=u.s)
+
+
+def _binned_sum(values: Callable[[int, int], np.ndarray], row_bin: np.ndarray, n_bins: int,
+                width: int) -> np.ndarray:
+    """``out[b] = Σ_{rows of bin b} values(row)`` for rows sorted by bin, in chunks."""
+    out = np.zeros((n_bins, width))
+    rows = max(1, MAX_PAIRS // width)
+    for s in range(0, row_bin.size, rows):
+        e = min(s + rows, row_bin.size)
+        b = row_bin[s:e]
+        starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+        np.add.at(out, b[starts], np.add.reduceat(values(s, e), starts, axis=0))
+    return out

@@ -1,0 +1,310 @@
+"""The NumPyro sky model, its log-posterior, gradient MAP and the MAPGradient class."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import astropy.units as u
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import synthetic_arrays
+from numpyro.infer import Trace_ELBO
+from numpyro.infer.autoguide import AutoDelta
+from numpyro.infer.util import log_density
+from scipy.special import gammaln
+
+from probdeconv import AllSkyImageModel, DataIF_COSI_DC2, Histogram, Parameters
+from probdeconv import forward as fm
+from probdeconv.algorithms import em
+from probdeconv.algorithms.map_gradient import MAPGradient
+from probdeconv.config import validate_algorithm_parameters, validate_run_parameters
+from probdeconv.errors import ParameterError
+from probdeconv.histogram import Axis, HealpixAxis
+from probdeconv.inference import map as gmap
+from probdeconv.inference.model import log_posterior, make_config, sky_model
+from probdeconv.priors import EPS, EntropyPrior, TSVPrior
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+# ----------------------------------------------------------------------------- problems
+def _two_datasets():
+    """A galactic and a spacecraft-frame dataset sharing one background (NSIDE 1, 2 Ei)."""
+    out = []
+    for seed, local in ((0, False), (1, True)):
+        counts, response, bkgs, ccm = synthetic_arrays(seed, local=local)
+        out.append(fm.make_dataset(counts, response, bkgs, ccm=ccm))
+    return tuple(out)
+
+
+def _simulated(scale: float = 1.0):
+    """Counts drawn from a sparse true image (some true zeros), fixed background."""
+    _, response, bkgs, _ = synthetic_arrays(0)
+    rng = np.random.default_rng(100)
+    truth = rng.gamma(3.0, 1.0, (12, 2)) * (rng.random((12, 2)) > 0.3)
+    ds0 = fm.make_dataset(np.zeros((2, 3, 12)), response, bkgs)
+    lam = np.asarray(fm.expected_counts(ds0, jnp.asarray(truth), jnp.ones(1)))
+    counts = rng.poisson(lam * scale).reshape(2, 3, 12)
+    return (fm.make_dataset(counts, response, [b * scale for b in bkgs]),)
+
+
+def _image(shape, seed=3):
+    return jnp.asarray(np.random.default_rng(seed).random(shape) + 0.05)
+
+
+# ------------------------------------------------------------------- log_density identity
+def _log_d_factorial(datasets) -> float:
+    return float(sum(np.sum(gammaln(np.asarray(ds.counts) + 1.0)) for ds in datasets))
+
+
+MASK = np.ones((12, 2), bool)
+MASK[[2, 7], 0] = False
+MASK[5, :] = False
+
+CASES = {
+    # name: (make_config kwargs, bkg value or None)
+    "flat": (dict(), None),
+    "gamma-finite-theta-masked": (dict(image_prior="gamma", gamma=(2.5, 0.7), mask=MASK), None),
+    "gamma-theta-inf": (dict(image_prior="gamma", gamma=(1.7, math.inf)), None),
+    "flat-TSV-entropy": (dict(priors={"TSV": TSVPrior.build(1, 3.0),
+                                      "entropy": EntropyPrior(0.5, jnp.asarray(0.3))}), None),
+    "free-bkg-uniform": (dict(bkg_free=True, bkg_range=[[0.1, 5.0]]), 0.8),
+    "free-bkg-gamma": (dict(bkg_free=True, bkg_prior="gamma", bkg_gamma=(3.0, 0.5),
+                            image_prior="gamma", gamma=(1.0, 2.0)), 1.3),
+    "lognormal": (dict(image_prior="lognormal", lognormal=(np.linspace(-1, 0, 24).reshape(12, 2),
+                                                           0.8), mask=MASK), None),
+}
+
+
+def _expected_constant(name, kwargs, datasets, image, bkg) -> float:
+    """log_density − log_posterior, computed independently of the library."""
+    c = -_log_d_factorial(datasets)
+    mask = np.asarray(kwargs.get("mask", np.ones((12, 2), bool)))
+    lam = np.asarray(image)[mask]
+    n_masked = int(np.sum(~mask))
+    if kwargs.get("image_prior") == "gamma" and math.isfinite(kwargs["gamma"][1]):
+        k, theta = kwargs["gamma"]
+        c += lam.size * (-gammaln(k) - k * np.log(theta))
+        c += -(k - 1) * n_masked * np.log(EPS) + (k - 1) * np.sum(np.log(lam) - np.log(lam + EPS))
+    if kwargs.get("image_prior") == "lognormal":
+        scale = np.broadcast_to(kwargs["lognormal"][1], mask.shape)[mask]
+        c += -np.sum(np.log(scale) + 0.5 * np.log(2 * np.pi))
+    if kwargs.get("bkg_free") and kwargs.get("bkg_prior", "uniform") == "uniform":
+        lo, hi = np.asarray(kwargs["bkg_range"]).T
+        c += -np.sum(np.log(hi - lo))
+    return c
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_log_density_equals_log_posterior_plus_constants(name):
+    kwargs, bkg = CASES[name]
+    dss = _two_datasets()
+    cfg = make_config((12, 2), n_bkg=1, **kwargs)
+    image = _image((12, 2))
+    params = {"image": image}
+    if bkg is not None:
+        params["bkg_norm"] = jnp.array([bkg])
+    lp, trace = log_density(sky_model, (dss, cfg), {}, params)
+    assert {"obs_0", "obs_1", "image"} <= set(trace)
+    assert ("bkg_norm" in trace) == (bkg is not None)
+    post = log_posterior(dss, image, params.get("bkg_norm"), cfg)
+    const = _expected_constant(name, kwargs, dss, image, bkg)
+    assert float(lp) == pytest.approx(float(post) + const, rel=1e-12)
+
+
+def test_masked_pixels_are_inert():
+    dss = _two_datasets()
+    cfg = make_config((12, 2), mask=MASK, image_prior="gamma", gamma=(2.0, 1.0),
+                      priors={"TSV": TSVPrior.build(1, 1.0)})
+
+    def lp(img):
+        return log_density(sky_model, (dss, cfg), {}, {"image": img})[0]
+
+    image = _image((12, 2))
+    grad = jax.grad(lp)(image)
+    assert np.all(np.asarray(grad)[~MASK] == 0) and np.all(np.asarray(grad)[MASK] != 0)
+    other = jnp.where(MASK, image, 123.0)  # masked values do not matter
+    assert float(lp(other)) == float(lp(image))
+    assert float(log_posterior(dss, other, None, cfg)) == float(log_posterior(dss, image, None,
+                                                                                cfg))
+
+
+def test_autodelta_objective_has_no_jacobian():
+    """AutoDelta's loss is −log p(data, z) at the constrained point: the same maximiser."""
+    dss = _two_datasets()
+    cfg = make_config((12, 2), n_bkg=1, bkg_free=True, bkg_range=[[0.1, 5.0]],
+                      priors={"TSV": TSVPrior.build(1, 1.0)})
+    image, bkg = _image((12, 2)), jnp.array([0.9])
+    guide = AutoDelta(sky_model)
+    params = {"image_auto_loc": image, "bkg_norm_auto_loc": bkg}
+    loss = Trace_ELBO().loss(jax.random.PRNGKey(0), params, sky_model, guide, dss, cfg)
+    lp, _ = log_density(sky_model, (dss, cfg), {}, {"image": image, "bkg_norm": bkg})
+    assert float(loss) == pytest.approx(-float(lp), rel=1e-12)
+
+
+def test_make_config_errors_name_the_culprit():
+    with pytest.raises(ParameterError, match="image_prior: got 'laplace'"):
+        make_config((12, 1), image_prior="laplace")
+    with pytest.raises(ParameterError, match="k = 0.0"):
+        make_config((12, 1), image_prior="gamma", gamma=(0.0, 1.0))
+    with pytest.raises(ParameterError, match="reserved"):
+        make_config((12, 1), priors={"image": TSVPrior.build(1, 1.0)})
+    with pytest.raises(ParameterError, match="all finite or all inf"):
+        make_config((12, 1), n_bkg=2, bkg_free=True, bkg_range=[[0, 1], [0, math.inf]])
+
+
+# ------------------------------------------------------------------------- gradient MAP
+def _kkt(dss, cfg, image):
+    """Max |∂logP/∂λ| / S on pixels > 1e-6 max, and max ∂logP/∂λ / S on the others."""
+    grad = np.asarray(jax.grad(lambda x: log_posterior(dss, x, None, cfg))(image))
+    s = np.asarray(fm.summed_exposure(dss))
+    lam = np.asarray(image)
+    big = lam > 1e-6 * lam.max()
+    return np.max(np.abs(grad / s)[big]), (np.max((grad / s)[~big]) if (~big).any() else -1.0)
+
+
+def test_map_flat_is_the_em_fixed_point_and_satisfies_kkt():
+    dss = _simulated()
+    cfg = make_config((12, 2), n_bkg=1, image_prior="gamma", gamma=(1.0, math.inf))
+    res = gmap.map_run(jnp.ones((12, 2)), None, dss, cfg, max_iterations=3000, tolerance=1e-14)
+    assert res.converged
+    assert np.all(np.diff(res.log_posterior) >= 0)
+    interior, boundary = _kkt(dss, cfg, res.image)
+    assert interior < 1e-6 and boundary <= 0
+    assert np.sum(np.asarray(res.image) < 1e-6 * float(res.image.max())) >= 1  # KKT boundary
+
+    opts = em.EMOptions(simple=True)
+    params = em.make_params(dss, opts)
+    state = em.init(jnp.ones((12, 2)), jnp.ones(1), dss, params)
+    step = em.build_step(opts)
+    for _ in range(5000):
+        state, info = step(state, dss, params)
+    ll_em = float(info.loglik.sum())
+    ll_map = float(fm.total_log_likelihood(dss, res.image, jnp.ones(1)))
+    assert ll_map == pytest.approx(ll_em, rel=1e-6) and ll_map >= ll_em - 1e-9
+    a, b = np.asarray(state.model), np.asarray(res.image)
+    big = a > 0.01 * a.max()
+    np.testing.assert_allclose(b[big], a[big], rtol=1e-4)
+
+
+def test_map_with_tsv_satisfies_kkt_and_autodelta_agrees():
+    dss = _simulated()
+    cfg = make_config((12, 2), n_bkg=1, image_prior="gamma", gamma=(1.0, math.inf),
+                      priors={"TSV": TSVPrior.build(1, 0.05)})
+    res = gmap.map_run(jnp.ones((12, 2)), None, dss, cfg, max_iterations=2000, tolerance=1e-14)
+    assert res.converged
+    interior, boundary = _kkt(dss, cfg, res.image)
+    assert interior < 1e-6 and boundary <= 0
+    # AutoDelta (Adam) climbs the same objective towards the same point.
+    opts = gmap.MAPOptions(optimizer="autodelta", learning_rate=0.05)
+    ad = gmap.map_run(jnp.ones((12, 2)), None, dss, cfg, opts, max_iterations=400,
+                      tolerance=0.0)
+    assert ad.log_posterior[-1] > ad.log_posterior[0]
+    assert ad.log_posterior[-1] == pytest.approx(res.log_posterior[-1], rel=1e-3)
+    assert ad.log_posterior[-1] <= res.log_posterior[-1] + 1e-9
+
+
+def test_map_step_compiles_once_per_option_set():
+    opts = gmap.MAPOptions(memory_size=7)  # used by no other test: a fresh cache entry
+    before = gmap.TRACE_COUNT[opts]
+    for scale in (1.0, 2.0):
+        dss = _simulated(scale)
+        cfg = make_config((12, 2), n_bkg=1, priors={"TSV": TSVPrior.build(1, 0.01 * scale)})
+        gmap.map_run(jnp.ones((12, 2)), None, dss, cfg, opts, max_iterations=5)
+    assert gmap.TRACE_COUNT[opts] - before == 1
+
+
+# ------------------------------------------------------------------------ MAPGradient class
+def _data_axes():
+    return [Axis([100, 300, 1000], label="Em", unit="keV"),
+            Axis([0, 60, 120, 180], label="Phi", unit="deg"),
+            HealpixAxis(nside=1, label="PsiChi", coordsys="galactic")]
+
+
+def _dataif(seed=0):
+    rng = np.random.default_rng(seed)
+    axes = [HealpixAxis(nside=1, label="NuLambda", coordsys="galactic"),
+            Axis([100, 500, 1000], label="Ei", unit="keV", scale="log"), *_data_axes()]
+    rsp = Histogram(axes, contents=rng.random((12, 2, 2, 3, 12)), unit="cm2 s")
+    ev = Histogram(_data_axes(), contents=rng.poisson(6.0, (2, 3, 12)).astype(float))
+    bkg = Histogram(_data_axes(), contents=rng.random((2, 3, 12)) + 0.5)
+    return DataIF_COSI_DC2.load("d", ev, {"bkg": bkg}, rsp)
+
+
+def _model(value=0.1):
+    m = AllSkyImageModel(1, [100, 500, 1000] * u.keV)
+    m[:] = value * m.unit
+    return m
+
+
+def test_map_gradient_class_end_to_end(tmp_path):
+    data = _dataif()
+    model = _model()
+    mask = Histogram(model.axes, contents=np.ones((12, 2), bool))
+    mask[4, :] = False
+    par = {"iteration_max": 40,
+           "background_normalization_optimization": {"activate": True,
+                                                     "range": {"bkg": [0.01, 10.0]}},
+           "prior": {"TSV": {"coefficient": 0.01},
+                     "gamma": {"model": {"theta": {"value": 50.0, "unit": "cm-2 s-1 sr-1"},
+                                         "k": {"value": 1.2}},
+                               "background": {"theta": {"value": "inf"}, "k": {"value": 2.0}}}},
+           "optimizer": {"name": "lbfgs", "tolerance": 1e-12},
+           "save_results": {"activate": True, "directory": str(tmp_path / "out")}}
+    algo = MAPGradient(model, [data], mask, par)
+    assert algo.algorithm_name == "MAP_gradient"
+    algo.initialization()
+    while not algo.iteration():
+        pass
+    algo.finalization()
+    res = algo.results
+    assert isinstance(res, list) and 1 < len(res) <= 40
+    keys = {"iteration", "model", "background_normalization", "log-likelihood", "log-prior",
+            "log-posterior"}
+    assert all(set(r) == keys for r in res)
+    assert [r["iteration"] for r in res] == list(range(1, len(res) + 1))
+    lp = np.array([r["log-posterior"] for r in res])
+    assert np.all(np.diff(lp) >= 0)
+    last = res[-1]
+    assert isinstance(last["model"], AllSkyImageModel) and last["model"].unit == model.unit
+    img = np.asarray(last["model"])
+    assert np.all(img >= 0) and np.all(img[4] == 0)
+    assert set(last["log-prior"]) == {"image_gamma", "bkg_gamma", "TSV"}
+    assert len(last["log-likelihood"]) == 1 and 0.01 <= last["background_normalization"]["bkg"]
+    total = sum(last["log-likelihood"]) + sum(last["log-prior"].values())
+    assert last["log-posterior"] == pytest.approx(total, rel=1e-12)
+    assert (tmp_path / "out" / "model.hdf5").exists() and (tmp_path / "out" / "results.fits"
+                                                           ).exists()
+    assert np.asarray(model)[0, 0] == 0.1  # the initial model is untouched
+
+
+@pytest.mark.parametrize("name", ["adam", "autodelta"])
+def test_map_gradient_class_first_order_options_run(name):
+    data = _dataif(1)
+    par = {"iteration_max": 3, "optimizer": {"name": name, "steps_per_iteration": 5,
+                                             "learning_rate": 0.02},
+           "background_normalization_optimization": {"activate": True}}
+    algo = MAPGradient(_model(), [data], None, par)
+    algo.initialization()
+    while not algo.iteration():
+        pass
+    assert len(algo.results) == 3
+    assert algo.results[-1]["log-posterior"] > algo.results[0]["log-posterior"] - 1.0
+    assert np.all(np.asarray(algo.results[-1]["model"]) >= 0)
+
+
+def test_map_gradient_parameters_and_model_file():
+    p = validate_algorithm_parameters("MAP_gradient", None)
+    assert p["optimizer"] == {"name": "lbfgs", "learning_rate": 0.05, "tolerance": 1e-10,
+                              "steps_per_iteration": 1, "memory_size": 10}
+    assert p["prior"] == {} and "acceleration" not in p
+    with pytest.raises(ParameterError, match="optimizer:name: got 'bfgs'"):
+        validate_algorithm_parameters("MAP_gradient", {"optimizer": {"name": "bfgs"}})
+    with pytest.raises(ParameterError, match="optimizer:learning_rate: got 0"):
+        validate_algorithm_parameters("MAP_gradient", {"optimizer": {"learning_rate": 0}})
+    run = validate_run_parameters(Parameters.open(MODELS / "map_gradient.yml"))
+    assert run["deconvolution:algorithm"] == "MAP_gradient"
+    assert run["deconvolution:parameter:optimizer:name"] == "lbfgs"
