@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not benchmark"
 
 demo: $(VENV)/.installed
-	$(PY) examples/cosipy_testdata_rl.py
+	$(PY) examples/demo_511.py results/demo511
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check probdeconv tests benchmarks examples

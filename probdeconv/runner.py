@@ -126,7 +126,8 @@ def run_command(args) -> int:
             raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. "
                              "deconvolution:parameter:iteration_max=50.")
         key, value = item.split("=", 1)
-        if key.strip() not in params:
+        section = key.strip().split(":")[0]
+        if key.strip() not in params and section not in ("model_definition", "deconvolution"):
             raise UsageError(f"--set {key.strip()!r}: no such key in {args.config}; "
                              "use a colon path such as deconvolution:parameter:iteration_max.")
         params.override(f"{key.strip()} = {value}")
@@ -213,7 +214,8 @@ def write_outputs(out: Path, algo, data, truth, params, args, elapsed: float) ->
             "dtype": "float32" if args.float32 else "float64"}
     sim_cfg = Path(args.data) / "simulation.yml"
     if sim_cfg.is_file():
-        meta["simulation_seed"] = (yaml.safe_load(sim_cfg.read_text()) or {}).get("seed")
+        meta["simulation_seed"] = ((yaml.safe_load(sim_cfg.read_text()) or {}).get("config")
+                                   or {}).get("seed")
     _atomic_text(out / "run.yml", yaml.safe_dump(meta, sort_keys=False))
     figs = out / "figures"
     report.plot_image(image, figs / "image.png", truth=truth)

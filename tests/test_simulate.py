@@ -19,6 +19,7 @@ from scipy.integrate import quad
 from probdeconv import (
     AllSkyImageModel,
     CoordsysConversionMatrix,
+    DataIF_COSI_DC2,
     FileFormatError,
     FullDetectorResponse,
     Histogram,
@@ -207,6 +208,9 @@ def test_files_reopen_through_probdeconv_readers(sim, sim_dir):
     np.testing.assert_array_equal(np.asarray(again.event), np.asarray(sim.event))
     np.testing.assert_allclose(again.scatt.dwell, sim.scatt.dwell)
     np.testing.assert_allclose(again.scatt.z, sim.scatt.z, atol=1e-12)
+    data = again.dataif("again")  # DataIF_COSI_DC2 through FullDetectorResponse.open
+    assert data.data_axes.labels == ("ScAtt", "Em", "Phi", "PsiChi")
+    assert data.model_axes.labels == ("lb", "Ei")
 
 
 def test_response_file_layout_matches_cosipy(sim_dir, testdata):
@@ -240,9 +244,12 @@ def test_existing_output_is_not_overwritten_and_bad_settings_name_the_field(sim,
 # ---------------------------------------------------------------------- end to end
 
 
-def test_richardson_lucy_on_simulated_sky(sim):
+def test_richardson_lucy_on_simulated_sky(sim, sim_dir):
     """Accelerated RL with background fitting raises logL and finds the bulge."""
-    data = sim.dataif("sim")  # reads response.h5 through FullDetectorResponse
+    loaded = load_simulation(sim_dir)
+    with FullDetectorResponse.open(loaded.paths["response"]) as rsp:
+        data = DataIF_COSI_DC2.load("sim", loaded.event, {"bkg": loaded.background}, rsp,
+                                    coordsys_conv_matrix=loaded.ccm)
     truth = np.asarray(sim.truth)[:, 0]
     model = AllSkyImageModel(NSIDE, data.model_axes["Ei"].edges)
     model[:] = truth.mean() * model.unit

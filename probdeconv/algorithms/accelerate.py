@@ -29,7 +29,7 @@ __all__ = ["ACCELERATORS", "feasible_alpha", "search_alpha", "golden_section_max
 
 ACCELERATORS = ("none", "classic", "MaxStep", "LineSearch", "SQUAREM")
 
-GOLDEN_ITERATIONS = 30
+GOLDEN_ITERATIONS = 16
 
 
 def feasible_alpha(model: jax.Array, direction: jax.Array, floor: jax.Array) -> jax.Array:

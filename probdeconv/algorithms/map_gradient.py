@@ -187,7 +187,7 @@ class MAPGradient(DeconvolutionAlgorithmBase):
         self._state = gmap.map_init(jnp.asarray(model0, dtype=dtype), None, self._datasets,
                                     self._config, self.optimizer_options,
                                     minimum_flux=self.minimum_flux)
-        self._step = gmap.build_step(self.optimizer_options)
+        self._run = gmap.build_run(self.optimizer_options, self.steps_per_iteration)
         self.model = self._as_model(model0)
         logger.info("MAP_gradient: optimiser %s, start log-posterior %.10g",
                     self.optimizer_options.optimizer, float(self._state.log_posterior))
@@ -199,20 +199,15 @@ class MAPGradient(DeconvolutionAlgorithmBase):
         """Nothing to do: the expectation is part of each gradient evaluation."""
 
     def Mstep(self):  # noqa: N802 (cosipy name)
-        """Run ``steps_per_iteration`` jitted optimiser steps (fewer once converged)."""
-        for _ in range(self.steps_per_iteration):
-            before = float(self._state.log_posterior)
-            self._state, info = self._step(self._state, self._datasets, self._config)
-            now = float(info.log_posterior)
-            if not bool(info.accepted):
-                self.converged = self.optimizer_options.optimizer == "lbfgs"
-                if not self.converged:
-                    logger.warning("MAP_gradient: the log-posterior became %s; lower "
-                                   "optimizer:learning_rate.", now)
-                break
-            if abs(now - before) <= self.tolerance * max(1.0, abs(now)):
-                self.converged = True
-                break
+        """Run ``steps_per_iteration`` optimiser steps in one jitted loop (fewer once converged)."""
+        self._state, _, _, done, ok = self._run(self._state, self._datasets, self._config,
+                                                self.steps_per_iteration, self.tolerance)
+        if not bool(ok) and self.optimizer_options.optimizer != "lbfgs":
+            raise DataError(f"MAP_gradient: the log-posterior became "
+                            f"{float(self._state.log_posterior)} at iteration "
+                            f"{self.iteration_count}; lower deconvolution:parameter:optimizer:"
+                            f"learning_rate (now {self.optimizer_options.learning_rate}).")
+        self.converged = bool(done)
 
     def post_processing(self):
         """Image, background normalisations and the log-posterior terms as results."""

@@ -63,7 +63,7 @@ from ..errors import ParameterError
 from .model import SkyModelConfig, bkg_support, log_posterior, sky_model
 
 __all__ = ["OPTIMIZERS", "MAPOptions", "MAPState", "MAPInfo", "MAPResult", "map_init",
-           "map_step", "build_step", "map_values", "map_run", "TRACE_COUNT"]
+           "map_step", "build_step", "build_run", "map_values", "map_run", "TRACE_COUNT"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,10 @@ def _objective(params, datasets, config, minimum_flux):
     return jnp.where(jnp.isnan(value), jnp.inf, value)  # outside the domain for the search
 
 
+_objective_jit = jax.jit(_objective)
+_unconstrain_jit = jax.jit(_unconstrain)
+
+
 def map_init(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Dataset],
              config: SkyModelConfig, options: MAPOptions | None = None, *,
              minimum_flux: float = 0.0, rng_seed: int = 0) -> MAPState:
@@ -195,7 +199,7 @@ def map_init(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Da
                              "(the model axes [lb, Ei]).")
     bkg0 = config.bkg_fixed if bkg0 is None else jnp.asarray(bkg0, dtype=dtype)
     floor = jnp.asarray(minimum_flux, dtype=dtype)
-    params = _unconstrain(image0, bkg0, config, floor)
+    params = _unconstrain_jit(image0, bkg0, config, floor)
     if options.optimizer == "autodelta":
         if minimum_flux > 0:
             logger.warning("optimizer autodelta: minimum_flux %g is not applied (NumPyro's "
@@ -209,11 +213,17 @@ def map_init(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Da
         svi_state = svi.init(jax.random.PRNGKey(rng_seed), datasets, config)
         state = MAPState(None, svi_state, jnp.zeros((), dtype), jnp.asarray(0), floor, svi)
         image, bkg = map_values(state, config)
-        return dataclasses.replace(state, log_posterior=log_posterior(datasets, image, bkg,
-                                                                      config))
+        state = dataclasses.replace(state, log_posterior=log_posterior(datasets, image, bkg,
+                                                                       config))
+        return _strong(state)
     opt_state = _optax(options).init(params)
-    value = -_objective(params, datasets, config, floor)
-    return MAPState(params, opt_state, value, jnp.asarray(0), floor)
+    value = -_objective_jit(params, datasets, config, floor)
+    return _strong(MAPState(params, opt_state, value, jnp.asarray(0), floor))
+
+
+def _strong(state: MAPState) -> MAPState:
+    """Drop weak types, so the first and later steps see the same types (one compile)."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.result_type(x)), state)
 
 
 def map_values(state: MAPState, config: SkyModelConfig) -> tuple[jax.Array, jax.Array]:
@@ -265,29 +275,57 @@ def map_step(state: MAPState, datasets: Sequence[fm.Dataset], config: SkyModelCo
 
 
 TRACE_COUNT: collections.Counter = collections.Counter()
-"""How often the jitted step of each :class:`MAPOptions` was traced (compiled)."""
+"""How often the jitted runner of each ``(MAPOptions, chunk)`` was traced (compiled)."""
 
 
 @functools.lru_cache(maxsize=32)
 def build_step(options: MAPOptions):
-    """A jitted ``step(state, datasets, config)`` for fixed options (cached per options).
+    """A jitted ``step(state, datasets, config)`` for fixed options (cached per options)."""
+    _check_options(options)
+    return jax.jit(functools.partial(map_step, options=options))
 
-    Arrays and numbers are arguments, so new data of the same shapes reuse the compiled
-    code (``autodelta`` compiles once per run: its ``SVI`` object is static).
+
+@functools.lru_cache(maxsize=32)
+def build_run(options: MAPOptions, chunk: int):
+    """A jitted ``run(state, datasets, config, limit, tolerance)``: up to ``limit`` steps.
+
+    At most ``chunk`` (static) steps run inside one ``lax.while_loop``; the loop stops early
+    once one step changes the log-posterior by at most ``tolerance · max(1, |logP|)`` or
+    a step is not accepted.  Returns ``(state, history[chunk], n_steps, converged, ok)``:
+    ``history`` holds the log-posterior after each step (NaN beyond ``n_steps``) and ``ok``
+    is False when the last step was not accepted.  Arrays and numbers are arguments, so new
+    data of the same shapes reuse the compiled code (``autodelta`` compiles once per run:
+    its ``SVI`` object is static).
     """
     _check_options(options)
 
-    def _step(state, datasets, config):
-        TRACE_COUNT[options] += 1
-        return map_step(state, datasets, config, options)
+    def _run(state, datasets, config, limit, tolerance):
+        TRACE_COUNT[(options, chunk)] += 1
+        history = jnp.full(chunk, jnp.nan, dtype=state.log_posterior.dtype)
 
-    return jax.jit(_step)
+        def cond(carry):
+            _, _, i, done, _ = carry
+            return (i < jnp.minimum(limit, chunk)) & ~done
+
+        def body(carry):
+            st, hist, i, _, _ = carry
+            new, info = map_step(st, datasets, config, options)
+            change = jnp.abs(info.log_posterior - st.log_posterior)
+            small = change <= tolerance * jnp.maximum(1.0, jnp.abs(info.log_posterior))
+            return new, hist.at[i].set(info.log_posterior), i + 1, small | ~info.accepted, \
+                info.accepted
+
+        init = (state, history, jnp.asarray(0), jnp.asarray(False), jnp.asarray(True))
+        state, history, n, done, ok = jax.lax.while_loop(cond, body, init)
+        return state, history, n, done, ok
+
+    return jax.jit(_run)
 
 
 def map_run(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Dataset],
             config: SkyModelConfig, options: MAPOptions | None = None, *,
             max_iterations: int = 1000, tolerance: float = 1e-12, minimum_flux: float = 0.0,
-            state: MAPState | None = None) -> MAPResult:
+            state: MAPState | None = None, chunk: int = 100) -> MAPResult:
     """Run :func:`map_step` until the log-posterior stops increasing.
 
     Converged when one step changes the log-posterior by at most
@@ -301,6 +339,8 @@ def map_run(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Dat
         Most optimiser steps.
     tolerance
         Relative change of the log-posterior that counts as converged.
+    chunk
+        Steps per compiled ``while_loop`` call (see :func:`build_run`).
 
     Returns
     -------
@@ -313,23 +353,21 @@ def map_run(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Dat
         raise ParameterError(f"max_iterations: got {max_iterations!r}; expected an integer >= 1.")
     if state is None:
         state = map_init(image0, bkg0, datasets, config, options, minimum_flux=minimum_flux)
-    step = build_step(options)
-    history = [float(state.log_posterior)]
-    converged = False
-    for _ in range(max_iterations):
-        state, info = step(state, datasets, config)
-        history.append(float(info.log_posterior))
-        if not bool(info.accepted):  # L-BFGS: no increase possible; Adam: non-finite value
-            converged = options.optimizer == "lbfgs"
-            if not converged:
-                logger.warning("gradient MAP (%s): the log-posterior became %s at step %d; "
-                               "lower optimizer:learning_rate.", options.optimizer,
-                               history[-1], len(history) - 1)
-            break
-        if abs(history[-1] - history[-2]) <= tolerance * max(1.0, abs(history[-1])):
-            converged = True
-            break
+    run = build_run(options, int(chunk))
+    history = [np.asarray([float(state.log_posterior)])]
+    done, ok, steps = False, True, 0
+    while steps < max_iterations and not done:
+        state, hist, n, done, ok = run(state, datasets, config, max_iterations - steps,
+                                       tolerance)
+        n, done, ok = int(n), bool(done), bool(ok)
+        history.append(np.asarray(hist)[:n])
+        steps += n
+    history = np.concatenate(history)
+    converged = done and (ok or options.optimizer == "lbfgs")
+    if not ok and options.optimizer != "lbfgs":
+        logger.warning("gradient MAP (%s): the log-posterior became %s at step %d; lower the "
+                       "learning rate.", options.optimizer, history[-1], steps)
     image, bkg = map_values(state, config)
     logger.info("gradient MAP (%s): %d steps, log-posterior %.12g, converged %s",
-                options.optimizer, len(history) - 1, history[-1], converged)
-    return MAPResult(image, bkg, np.asarray(history), len(history) - 1, converged, state)
+                options.optimizer, steps, history[-1], converged)
+    return MAPResult(image, bkg, history, steps, converged, state)

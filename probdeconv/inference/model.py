@@ -263,6 +263,15 @@ def bkg_support(config: SkyModelConfig) -> constraints.Constraint:
     return constraints.interval(lo, hi) if config.bkg_bounded else constraints.greater_than(lo)
 
 
+def _check_backgrounds(datasets: Sequence[fm.Dataset], config: SkyModelConfig) -> None:
+    """Static check: every dataset's background index exists in the config."""
+    for i, ds in enumerate(datasets):
+        if ds.bkg_index and max(ds.bkg_index) >= config.n_bkg:
+            raise DataError(f"dataset #{i} uses background index {max(ds.bkg_index)} but the "
+                            f"config has {config.n_bkg} background normalisation(s); build it "
+                            f"with make_config(..., n_bkg={max(ds.bkg_index) + 1}).")
+
+
 def _image_distribution(config: SkyModelConfig) -> dist.Distribution:
     shape = config.model_shape
     if config.image_prior == "lognormal":
@@ -304,6 +313,7 @@ def sky_model(datasets: Sequence[fm.Dataset], config: SkyModelConfig) -> None:
     ``θ = ∞`` (improper site + factor), TSV / entropy factors, the truncated background gamma
     prior and an unbounded uniform background prior add no constant.
     """
+    _check_backgrounds(datasets, config)
     mask = config.mask
     raw = numpyro.sample("image", _image_distribution(config))
     image = jnp.where(mask, raw, 0.0)
@@ -358,6 +368,7 @@ def log_posterior_terms(datasets: Sequence[fm.Dataset], image: jax.Array,
     >>> sorted(log_posterior_terms((ds,), jnp.ones((12, 1)), None, cfg).log_prior)
     ['image_gamma']
     """
+    _check_backgrounds(datasets, config)
     image = jnp.where(config.mask, image, 0.0)
     b = config.bkg_fixed if bkg_norm is None else jnp.asarray(bkg_norm)
     loglik = jnp.stack([fm.log_likelihood(ds, fm.expected_counts(ds, image, b))

@@ -102,7 +102,7 @@ def read_ori(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise FileFormatError(f"{path}:1: header {header!r}; expected '{HEADER}' (a MEGAlib "
                               "orientation file in galactic coordinates); convert the file "
                               "or check that it is an .ori file")
-    body, n_cols, tail_line = _split_body(path, rest)
+    body, n_cols = _split_body(path, rest)
     values = _fast_parse(body, n_cols)
     if values is None:
         values = _slow_parse(path, body, n_cols)  # raises with the line number
@@ -113,14 +113,15 @@ def read_ori(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-def _split_body(path: Path, rest: bytes) -> tuple[bytes, int, int]:
+def _split_body(path: Path, rest: bytes) -> tuple[bytes, int]:
     """The records between the header and ``EN``, and the number of values per record."""
     stripped = rest.rstrip()
     cut = stripped.rfind(b"\n")
     last = stripped[cut + 1:].strip()
-    n_lines = rest.count(b"\n") + 2
+    n_lines = stripped.count(b"\n") + 2
     if last != b"EN":
-        raise FileFormatError(f"{path}:{n_lines}: the file ends with {last[:40]!r}; a "
+        text = last[:40].decode("utf-8", errors="replace")
+        raise FileFormatError(f"{path}:{n_lines}: the file ends with {text!r}; a "
                               "complete .ori file ends with a line 'EN' (the file may be "
                               "truncated: re-copy it, or add 'EN' if the records are all "
                               "there)")
@@ -141,7 +142,7 @@ def _split_body(path: Path, rest: bytes) -> tuple[bytes, int, int]:
     if n_cols is None:
         raise FileFormatError(f"{path}: no 'OG' records between the header and 'EN'; an "
                               "orientation needs at least two records")
-    return body, n_cols, n_lines
+    return body, n_cols
 
 
 def _fast_parse(body: bytes, n_cols: int) -> np.ndarray | None:
@@ -203,7 +204,7 @@ def _check_values(path: Path, body: bytes, c: dict[str, np.ndarray]) -> None:
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             i = int(bad[0])
-            raise FileFormatError(f"{path}:{_line_of(body, i)}: {name} is {values[i]}; "
+            raise FileFormatError(f"{path}:{_line_of(body, i)}: {name} is {float(values[i])}; "
                                   "expected a finite number")
     for name in ("x_b", "z_b", "earth_b"):
         if name in c:
@@ -211,20 +212,22 @@ def _check_values(path: Path, body: bytes, c: dict[str, np.ndarray]) -> None:
             if bad.size:
                 i = int(bad[0])
                 raise FileFormatError(f"{path}:{_line_of(body, i)}: latitude {name} = "
-                                      f"{c[name][i]} deg is outside [-90, 90]; the columns "
+                                      f"{float(c[name][i])} deg is outside [-90, 90]; the columns "
                                       "are 'OG time x_b x_l z_b z_l' (latitude first)")
     back = np.flatnonzero(np.diff(t) <= 0)
     if back.size:
         i = int(back[0]) + 1
-        raise FileFormatError(f"{path}:{_line_of(body, i)}: time {t[i]!r} is not after the "
-                              f"previous record's {t[i - 1]!r}; records must be sorted by "
-                              "strictly increasing time (sort the file, drop duplicates)")
+        raise FileFormatError(f"{path}:{_line_of(body, i)}: time {float(t[i])!r} is not after "
+                              f"the previous record's {float(t[i - 1])!r}; records must be "
+                              "sorted by strictly increasing time (sort the file, drop "
+                              "duplicates)")
     if "livetime" in c:
         bad = np.flatnonzero(c["livetime"][:-1] < 0)
         if bad.size:
             i = int(bad[0])
             raise FileFormatError(f"{path}:{_line_of(body, i)}: livetime "
-                                  f"{c['livetime'][i]} s is negative")
+                                  f"{float(c['livetime'][i])} s is negative; live times are "
+                                  "durations (s) of the interval to the next record")
 
 
 def write_ori(path: str | os.PathLike, columns: dict[str, np.ndarray],

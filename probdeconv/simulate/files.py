@@ -117,7 +117,8 @@ def write_full_detector_response(response: Histogram, path: str | os.PathLike,
             drm.attrs["SCHEME"] = nu.scheme.lower()
             axes = drm.create_group("AXES", track_order=True)
             for axis in response.axes:
-                ds = axes.create_dataset(axis.label, data=axis._edges, track_times=False)
+                edges = np.asarray(getattr(axis.edges, "value", axis.edges))
+                ds = axes.create_dataset(axis.label, data=edges, track_times=False)
                 ds.attrs["DESCRIPTION"] = _DESCRIPTION[axis.label]
                 if isinstance(axis, HealpixAxis):
                     ds.attrs["TYPE"] = "healpix"
@@ -128,7 +129,7 @@ def write_full_detector_response(response: Histogram, path: str | os.PathLike,
                     if axis.unit is not None:
                         ds.attrs["UNIT"] = str(axis.unit)
             drm.create_dataset("CONTENTS", data=values, chunks=(1, *values.shape[1:]),
-                               compression="gzip", compression_opts=1, shuffle=True,
+                               compression="gzip", compression_opts=1,
                                track_times=False)
 
     _atomic(Path(path), overwrite, write)

@@ -257,8 +257,10 @@ def build_response(cfg: SimulationConfig) -> Histogram:
     phi_edges = axes["Phi"].edges.to_value(u.deg)
     kn = np.array([phi_bin_fractions(phi_edges, e) for e in ei])  # [Ei, Phi]
     geometry = ring_profiles(cfg, seen)  # [ν, Phi, PsiChi]
-    # [ν, Ei] x [Ei, Em] x [Ei, Phi] x [ν, Phi, PsiChi] -> [ν, Ei, Em, Phi, PsiChi]
-    contents = np.einsum("ve,em,ef,vfp->vemfp", area, disp, kn, geometry, optimize=True)
+    # [ν, Ei] x [Ei, Em] x [Ei, Phi] -> [ν, Ei, Em, Phi]
+    scale = area[:, :, None, None] * disp[None, :, :, None] * kn[None, :, None, :]
+    # [ν, Ei, Em, Phi] x [ν, Phi, PsiChi] -> [ν, Ei, Em, Phi, PsiChi]
+    contents = scale[..., None] * geometry[:, None, None, :, :]
     logger.info("simulated response %s: %.1f%% of the bins are zero",
                 tuple(contents.shape), 100.0 * (1.0 - np.count_nonzero(contents)
                                                 / contents.size))

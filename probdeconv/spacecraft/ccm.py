@@ -49,20 +49,70 @@ def _model_axis(nside_model: int, scheme: str) -> HealpixAxis:
     return HealpixAxis(nside=nside_model, scheme=scheme, label="lb", coordsys="galactic")
 
 
-def _reduce(keys: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum values with equal keys; drop exact zeros."""
-    if keys.size == 0:
-        return keys, vals
-    lo, hi = int(keys.min()), int(keys.max())
-    span = hi - lo + 1
-    if span <= 4 * keys.size:
-        summed = np.bincount(keys - lo, vals, minlength=span)
-        nz = np.flatnonzero(summed)
-        return nz + lo, summed[nz]
-    uniq, inv = np.unique(keys, return_inverse=True)
-    summed = np.bincount(inv.ravel(), vals, minlength=uniq.size)
-    nz = summed != 0
-    return uniq[nz], summed[nz]
+class _BinAccumulator:
+    """Sums ``(model pixel, local pixel)`` weights bin after bin (rows sorted by bin).
+
+    A bin with many rows is summed into a dense ``P × Nl`` buffer; a bin with few rows by
+    sorting its keys.  Each bin is emitted once, so the output is sorted and unique.
+    """
+
+    def __init__(self, n_model: int, n_local: int) -> None:
+        self.n_model, self.n_local = n_model, n_local
+        self.size = n_model * n_local
+        self.dense: np.ndarray | None = None
+        self.bin = -1
+        self.parts_k: list[np.ndarray] = []
+        self.parts_v: list[np.ndarray] = []
+        self.out_k: list[np.ndarray] = []
+        self.out_v: list[np.ndarray] = []
+        self.use_dense = False
+
+    def start(self, b: int, n_rows: int) -> None:
+        self.flush()
+        self.bin = b
+        # dense when the bin's pairs are a sizeable fraction of its key space
+        self.use_dense = n_rows * 4 * self.n_model >= self.size // 8
+        if self.use_dense and self.dense is None:
+            self.dense = np.zeros(self.size)
+
+    def add(self, keys: np.ndarray, vals: np.ndarray) -> None:
+        if self.use_dense:
+            self.dense += np.bincount(keys, vals, minlength=self.size)
+        else:
+            self.parts_k.append(keys)
+            self.parts_v.append(vals)
+
+    def flush(self) -> None:
+        if self.bin < 0:
+            return
+        if self.use_dense:
+            nz = np.flatnonzero(self.dense)
+            k, v = nz, self.dense[nz]
+            self.dense[nz] = 0.0
+        elif self.parts_k:
+            keys = np.concatenate(self.parts_k)
+            vals = np.concatenate(self.parts_v)
+            order = np.argsort(keys, kind="stable")
+            keys, vals = keys[order], vals[order]
+            new_key = np.empty(keys.size, dtype=bool)
+            new_key[0] = True
+            np.not_equal(keys[1:], keys[:-1], out=new_key[1:])
+            first = np.flatnonzero(new_key)
+            k, v = keys[first], np.add.reduceat(vals, first)
+            keep = v != 0
+            k, v = k[keep], v[keep]
+        else:
+            k, v = np.zeros(0, np.int64), np.zeros(0)
+        self.out_k.append(k.astype(np.int64) + self.bin * self.size)
+        self.out_v.append(v)
+        self.parts_k, self.parts_v = [], []
+        self.bin = -1
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self.flush()
+        if not self.out_k:
+            return np.zeros(0, np.int64), np.zeros(0)
+        return np.concatenate(self.out_k), np.concatenate(self.out_v)
 
 
 def ccm_contents(row_bin: np.ndarray, matrices: np.ndarray,
@@ -74,7 +124,7 @@ def ccm_contents(row_bin: np.ndarray, matrices: np.ndarray,
     Parameters
     ----------
     row_bin : ndarray of int, shape (N,)
-        Bin of each attitude (rows sorted by bin run fastest, but any order works).
+        Bin of each attitude, non-decreasing (rows sorted by bin).
     matrices : ndarray, shape (N, 3, 3)
         Attitude matrices (columns: spacecraft axes in galactic).
     weights : callable
@@ -85,30 +135,39 @@ def ccm_contents(row_bin: np.ndarray, matrices: np.ndarray,
     model_axis, local_axis : HealpixAxis
         The galactic model axis ``lb`` and the spacecraft-frame axis ``NuLambda``.
     max_pairs : int
-        Pairs processed at once (memory bound).
+        (attitude, model pixel) pairs processed at once (memory bound).
     """
+    row_bin = np.asarray(row_bin, dtype=np.int64)
+    if np.any(np.diff(row_bin) < 0):
+        raise DataError("ccm_contents: rows must be sorted by bin")
     dirs = geo.healpix_directions(model_axis.nside, model_axis.nest)
     n_model, n_local = dirs.shape[0], local_axis.npix
     rows = max(1, max_pairs // n_model)
-    model_index = np.arange(n_model, dtype=np.int64)
-    keys_all, vals_all = [], []
+    base = np.arange(n_model, dtype=np.int64) * n_local  # key of (model pixel, local 0)
+    bin_start = np.searchsorted(row_bin, np.arange(n_bins + 1))
+    acc = _BinAccumulator(n_model, n_local)
     for s in range(0, row_bin.size, rows):
         e = min(s + rows, row_bin.size)
         w = np.broadcast_to(np.asarray(weights(s, e), dtype=np.float64).reshape(e - s, -1),
                             (e - s, n_model))
-        # [n, gal, sc] x [P, gal] -> [n, P, sc]: the model pixel centres in the spacecraft frame
-        v = np.matmul(dirs[None, :, :], matrices[s:e])
-        theta = np.arctan2(np.sqrt(v[..., 0] ** 2 + v[..., 1] ** 2), v[..., 2]).ravel()
-        phi = np.arctan2(v[..., 1], v[..., 0]).ravel()
-        del v
+        # [P, gal] x [gal, (n, sc)] -> [P, n, sc]: the model pixel centres in the spacecraft
+        # frame, one BLAS product for the whole chunk
+        m = np.ascontiguousarray(matrices[s:e].transpose(1, 0, 2)).reshape(3, -1)
+        v = (dirs @ m).reshape(n_model, e - s, 3).transpose(1, 0, 2)  # [n, P, sc]
+        vx, vy, vz = v[..., 0], v[..., 1], v[..., 2]
+        theta = np.arctan2(np.sqrt(vx * vx + vy * vy), vz).ravel()
+        phi = np.arctan2(vy, vx).ravel()
+        del v, vx, vy, vz
         pix, wt = hp.get_interp_weights(local_axis.nside, theta, phi, nest=local_axis.nest)
-        base = ((row_bin[s:e, None].astype(np.int64) * n_model + model_index[None, :]).ravel()
-                * n_local)
-        k, val = _reduce((base[None, :] + pix).ravel(), (wt * w.ravel()[None, :]).ravel())
-        keys_all.append(k)
-        vals_all.append(val)
-    keys, vals = _reduce(np.concatenate(keys_all), np.concatenate(vals_all)) if keys_all \
-        else (np.zeros(0, np.int64), np.zeros(0))
+        # [4, n * P] -> [n, 4, P] so that one row's pairs are contiguous
+        keys = (pix.reshape(4, e - s, n_model) + base).transpose(1, 0, 2)
+        vals = (wt.reshape(4, e - s, n_model) * w[None]).transpose(1, 0, 2)
+        for b in np.unique(row_bin[s:e]):
+            lo, hi = max(bin_start[b], s) - s, min(bin_start[b + 1], e) - s
+            if bin_start[b] >= s:
+                acc.start(int(b), int(bin_start[b + 1] - bin_start[b]))
+            acc.add(keys[lo:hi].ravel(), vals[lo:hi].ravel())
+    keys, vals = acc.result()
     shape = (int(n_bins), n_model, n_local)
     coords = np.array(np.unravel_index(keys, shape), dtype=np.int64).reshape(3, -1)
     return CooContents(coords, vals, shape)

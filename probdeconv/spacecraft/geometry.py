@@ -8,7 +8,8 @@ Conventions (those of cosipy and MEGAlib):
   z-axes in galactic coordinates, ``y = z × x``.  A galactic direction ``d`` is seen in the
   spacecraft frame as ``Mᵀ d``.  Axes read from a file are not exactly orthogonal, and a
   midpoint or average of two attitudes is not either; like cosipy (``scoords.Attitude``)
-  the matrix is orthogonalised through :meth:`scipy.spatial.transform.Rotation.from_matrix`.
+  the matrix is turned into the nearest-by-Markley unit quaternion and back
+  (:func:`attitude_matrices`).
 * A local direction ``(θ, φ)`` is colatitude and longitude in the spacecraft frame; dwell
   times are spread over the four nearest HEALPix pixels with
   :func:`healpy.get_interp_weights` (bilinear interpolation).
@@ -23,13 +24,14 @@ import logging
 
 import healpy as hp
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 __all__ = [
     "EARTH_RADIUS_KM",
     "lonlat_to_vec",
     "vec_to_lonlat",
     "attitude_matrices",
+    "matrix_to_quat",
+    "quat_to_matrix",
     "matrix_axes_lonlat",
     "local_angles",
     "earth_visible",
@@ -63,6 +65,14 @@ def attitude_matrices(x_lon: np.ndarray, x_lat: np.ndarray, z_lon: np.ndarray,
                       z_lat: np.ndarray) -> np.ndarray:
     """Rotation matrices ``(N, 3, 3)`` (columns: spacecraft x, y, z) from x- and z-axes.
 
+    The matrix ``[x, z × x, z]`` of the given axes is turned into a unit quaternion with
+    Markley's method (the largest of the four quaternion-component estimates; F. L.
+    Markley, J. Guid. Control Dyn. 31, 440, 2008) and back into a matrix.  This is what
+    cosipy's ``scoords.Attitude.from_axes`` did through ``scipy.spatial.transform.Rotation``
+    up to scipy 1.14 (newer scipy first orthogonalises by SVD, which moves the attitude of
+    averaged axes by ~1e-7 rad); written out here so that results do not depend on the
+    scipy version and agree with cosipy's stored CCMs to 1e-15.
+
     Parameters
     ----------
     x_lon, x_lat, z_lon, z_lat : array_like, shape (N,)
@@ -71,8 +81,7 @@ def attitude_matrices(x_lon: np.ndarray, x_lat: np.ndarray, z_lon: np.ndarray,
     Returns
     -------
     ndarray, shape (N, 3, 3)
-        Proper rotations; nearly orthogonal input axes are orthogonalised as
-        :class:`scipy.spatial.transform.Rotation` does.
+        Proper rotations.
 
     Examples
     --------
@@ -83,10 +92,49 @@ def attitude_matrices(x_lon: np.ndarray, x_lat: np.ndarray, z_lon: np.ndarray,
     x = lonlat_to_vec(x_lon, x_lat).reshape(-1, 3)
     z = lonlat_to_vec(z_lon, z_lat).reshape(-1, 3)
     y = np.cross(z, x)
-    m = np.stack([x, y, z], axis=-1)
-    if m.shape[0] == 0:
-        return m
-    return Rotation.from_matrix(m).as_matrix()
+    return quat_to_matrix(matrix_to_quat(np.stack([x, y, z], axis=-1)))
+
+
+def matrix_to_quat(m: np.ndarray) -> np.ndarray:
+    """Unit quaternions ``(N, 4)`` (x, y, z, w) of nearly orthogonal matrices (Markley)."""
+    m = np.asarray(m, dtype=np.float64).reshape(-1, 3, 3)
+    d = np.stack([m[:, 0, 0], m[:, 1, 1], m[:, 2, 2],
+                  m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]], axis=-1)
+    choice = np.argmax(d, axis=1)
+    q = np.empty((m.shape[0], 4))
+    rows = np.flatnonzero(choice == 3)
+    q[rows, 0] = m[rows, 2, 1] - m[rows, 1, 2]
+    q[rows, 1] = m[rows, 0, 2] - m[rows, 2, 0]
+    q[rows, 2] = m[rows, 1, 0] - m[rows, 0, 1]
+    q[rows, 3] = 1 + d[rows, 3]
+    for i in range(3):
+        j, k = (i + 1) % 3, (i + 2) % 3
+        rows = np.flatnonzero(choice == i)
+        q[rows, i] = 1 - d[rows, 3] + 2 * m[rows, i, i]
+        q[rows, j] = m[rows, j, i] + m[rows, i, j]
+        q[rows, k] = m[rows, k, i] + m[rows, i, k]
+        q[rows, 3] = m[rows, k, j] - m[rows, j, k]
+    norm = np.sqrt(q[:, 0] * q[:, 0] + q[:, 1] * q[:, 1] + q[:, 2] * q[:, 2]
+                   + q[:, 3] * q[:, 3])
+    return q / norm[:, None]
+
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``(N, 3, 3)`` of unit quaternions ``(N, 4)`` (x, y, z, w)."""
+    x, y, z, w = (q[:, i] for i in range(4))
+    x2, y2, z2, w2 = x * x, y * y, z * z, w * w
+    xy, zw, xz, yw, yz, xw = x * y, z * w, x * z, y * w, y * z, x * w
+    m = np.empty((q.shape[0], 3, 3))
+    m[:, 0, 0] = x2 - y2 - z2 + w2
+    m[:, 1, 0] = 2 * (xy + zw)
+    m[:, 2, 0] = 2 * (xz - yw)
+    m[:, 0, 1] = 2 * (xy - zw)
+    m[:, 1, 1] = -x2 + y2 - z2 + w2
+    m[:, 2, 1] = 2 * (yz + xw)
+    m[:, 0, 2] = 2 * (xz + yw)
+    m[:, 1, 2] = 2 * (yz - xw)
+    m[:, 2, 2] = -x2 - y2 + z2 + w2
+    return m
 
 
 def matrix_axes_lonlat(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -101,8 +101,8 @@ class SpacecraftFile:
         bad = np.flatnonzero(~np.isfinite(t) | np.r_[False, np.diff(t) <= 0])
         if bad.size:
             i = int(bad[0])
-            raise DataError(f"SpacecraftFile: time stamp {i} ({t[i]!r}) is not finite or not "
-                            "after the previous one; times must increase strictly")
+            raise DataError(f"SpacecraftFile: time stamp {i} ({float(t[i])!r}) is not finite or "
+                            "not after the previous one; times must increase strictly")
         n = t.size
         self._t = t
         self._xl, self._xb = _lonlat(x_pointings, n, "x_pointings")
@@ -267,7 +267,8 @@ class SpacecraftFile:
         a = self._t[0] if start is None else float(_unix(start, "start"))
         b = self._t[-1] if stop is None else float(_unix(stop, "stop"))
         if not a < b:
-            raise DataError(f"source_interval: start {a!r} is not before stop {b!r} (Unix s); "
+            raise DataError(f"source_interval: start {float(a)!r} is not before stop "
+                            f"{float(b)!r} (Unix s); "
                             "swap them or widen the interval")
         return self.cut(np.array([a, b]))
 
@@ -286,12 +287,13 @@ class SpacecraftFile:
         e = np.atleast_1d(_unix(edges, "edges")).astype(np.float64)
         t = self._t
         if e.size < 2 or np.any(np.diff(e) <= 0):
-            raise DataError(f"time edges {e[:6]}... must be at least two strictly increasing "
-                            "values")
+            raise DataError(f"time edges {e[:6].tolist()}...: expected at least two strictly "
+                            "increasing values")
         if e[0] < t[0] or e[-1] > t[-1]:
             raise DataError(
-                f"time interval [{e[0]!r}, {e[-1]!r}] (Unix s) is not inside the orientation "
-                f"[{t[0]!r}, {t[-1]!r}]; choose times the orientation covers, or use a longer "
+                f"time interval [{float(e[0])!r}, {float(e[-1])!r}] (Unix s) is not inside the "
+                f"orientation [{float(t[0])!r}, {float(t[-1])!r}]; choose times the orientation "
+                "covers, or use a longer "
                 "orientation file")
         new_t = np.union1d(t[(t >= e[0]) & (t <= e[-1])], e)
         i = np.clip(np.searchsorted(t, new_t, side="right") - 1, 0, t.size - 2)
@@ -392,7 +394,8 @@ class SpacecraftFile:
 
     def __repr__(self) -> str:
         extra = ", with Earth/livetime columns" if self._alt is not None else ""
-        return (f"SpacecraftFile({self.npoints} stamps, {self._t[0]!r} to {self._t[-1]!r} "
+        return (f"SpacecraftFile({self.npoints} stamps, {float(self._t[0])!r} to "
+                f"{float(self._t[-1])!r} "
                 f"Unix s{extra})")
 
 
