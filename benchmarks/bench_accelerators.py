@@ -24,7 +24,7 @@ import probdeconv  # noqa: F401  (float64)
 from probdeconv.algorithms import em
 from probdeconv.simulate import simulate
 
-PASSES = {"none": 2, "classic": 2, "MaxStep": 2, "LineSearch": 2, "SQUAREM": 5}
+PASSES = {"SQUAREM": 5, "LineSearch": 2, "MaxStep": 2, "classic": 2, "none": 2}
 
 
 def main(argv=None) -> int:
@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     print(f"problem: NSIDE {args.nside}, data {tuple(sim.event.axes.nbins)}, "
           f"{int(sim.event.sum())} counts; set-up {time.perf_counter() - t0:.1f} s")
     curves = {}
+    target = None  # SQUAREM runs first with the full budget; the others stop once within 0.1
     for kind in PASSES:
         opts = em.EMOptions(acceleration=kind, optimize_bkg=True)
         params = em.make_params(dss, opts, alpha_max=10.0, n_bkg=1)
@@ -54,8 +55,15 @@ def main(argv=None) -> int:
             state, info = step(state, dss, params)
             passes.append(passes[-1] + PASSES[kind])
             logl.append(float(info.loglik.sum()))
+            if target is not None and logl[-1] >= target - 0.1:
+                break
+        if target is None:
+            target = max(logl)
         curves[kind] = (np.array(passes), np.array(logl), time.perf_counter() - t)
     best = max(c[1].max() for c in curves.values())
+    if best > target + 1e-6:
+        print(f"note: a method went {best - target:.3g} above SQUAREM's best; the early "
+              "stops used SQUAREM's value")
     print(f"best log-likelihood {best:.4f}")
     print(f"{'method':<11} {'passes to best-0.1':>19} {'iterations':>10} {'final gap':>10} "
           f"{'s/iteration':>12}")

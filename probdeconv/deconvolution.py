@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .algorithms.map_gradient import MAPGradient
 from .algorithms.map_richardson_lucy import MAP_RichardsonLucy
 from .algorithms.richardson_lucy import RichardsonLucy, RichardsonLucySimple
 from .config import Parameters, validate_run_parameters
@@ -36,7 +37,7 @@ class ImageDeconvolution:
 
     model_classes = {"AllSkyImage": AllSkyImageModel}
     deconvolution_algorithm_classes = {"RL": RichardsonLucy, "RLsimple": RichardsonLucySimple,
-                                       "MAP_RL": MAP_RichardsonLucy}
+                                       "MAP_RL": MAP_RichardsonLucy, "MAP_gradient": MAPGradient}
 
     def __init__(self):
         self._dataset = None

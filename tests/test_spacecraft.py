@@ -169,6 +169,17 @@ def test_table_start_stop(ori):
     assert part["num_pointings"].tolist() == [5]
 
 
+def test_grouping_by_first_appearance():
+    from probdeconv.spacecraft.exposure_table import _group_by_first_appearance
+
+    key = np.random.default_rng(2).integers(0, 7, 200) * 1000
+    perm, offsets, keys = _group_by_first_appearance(key)
+    expected_keys = list(dict.fromkeys(key.tolist()))  # first-appearance order
+    assert keys.tolist() == expected_keys
+    for g, k in enumerate(expected_keys):
+        assert perm[offsets[g]:offsets[g + 1]].tolist() == np.flatnonzero(key == k).tolist()
+
+
 def test_table_nested_and_livetime(ori):
     ring = SpacecraftAttitudeExposureTable.from_orientation(ori, 2)
     nest = SpacecraftAttitudeExposureTable.from_orientation(ori, 2, scheme="nested")
@@ -233,6 +244,26 @@ def test_earth_occultation_and_livetime(ori, rsp, table):
     np.testing.assert_allclose(live, 0.5 * free, rtol=1e-14)
     with pytest.raises(DataError, match="earth_occ=False"):
         CoordsysConversionMatrix.time_binning_ccm(rsp, half, edges, earth_occ=True)
+
+
+def test_blocked_visible_time_equals_brute_force():
+    from probdeconv.spacecraft.ccm import visible_time_per_bin
+    from probdeconv.spacecraft.geometry import earth_visible, healpix_directions, limb_cos
+
+    rng = np.random.default_rng(7)
+    n = 5000  # a zenith moving 0.06 deg per step along a wobbling track, 5 bins
+    phase = np.cumsum(np.full(n, np.radians(0.064)))
+    zen = np.stack([np.cos(phase), np.sin(phase), 0.3 * np.sin(phase / 7)], axis=1)
+    zen /= np.linalg.norm(zen, axis=1, keepdims=True)
+    alt = 530 + 20 * rng.random(n)
+    dt = rng.random(n)
+    row_bin = np.sort(rng.integers(0, 5, n))
+    dirs = healpix_directions(4)
+    fast = visible_time_per_bin(zen, limb_cos(alt), dt, row_bin, 6, dirs, blocks=(16, 4))
+    vis = earth_visible(dirs, zen, alt) * dt[:, None]
+    brute = np.stack([vis[row_bin == b].sum(axis=0) for b in range(6)])
+    np.testing.assert_allclose(fast, brute, rtol=1e-12, atol=1e-12)
+    assert 0 < np.count_nonzero(brute) < brute.size
 
 
 def test_time_ccm_bins_split_the_orientation(ori, rsp):

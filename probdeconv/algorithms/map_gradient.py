@@ -12,16 +12,18 @@ Parameters (``deconvolution:parameter``): ``iteration_max``, ``minimum_flux``,
 unit}, k {value}}, background {theta {value}, k {value}}}``), ``optimizer {name: lbfgs |
 adam | autodelta, learning_rate, tolerance, steps_per_iteration, memory_size}`` and
 ``save_results``.  Each result holds ``iteration``, ``model``, ``background_normalization``,
-``log-likelihood`` (one per dataset), ``log-prior`` (``{"image_gamma", ["bkg_gamma"],
-["TSV"], ["entropy"]}``) and ``log-posterior``.
+``log-likelihood`` (one per dataset), ``log-prior`` (``{"gamma_model", "gamma_bkg", ["TSV"],
+["entropy"]}`` as MAP_RL names them; ``gamma_bkg`` is 0 when the backgrounds are fixed) and
+``log-posterior``.
 
 Examples
 --------
->>> algo = MAPGradient(model, [data], None, {"iteration_max": 50})    # doctest: +SKIP
->>> algo.initialization()
->>> while not algo.iteration():
+>>> par = {"iteration_max": 50, "prior": {"TSV": {"coefficient": 1e6}}}  # doctest: +SKIP
+>>> algo = MAPGradient(model, [data], None, par)                     # doctest: +SKIP
+>>> algo.initialization()                                            # doctest: +SKIP
+>>> while not algo.iteration():                                      # doctest: +SKIP
 ...     pass
->>> algo.results[-1]["log-posterior"]
+>>> algo.results[-1]["log-posterior"]                                # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from ..histogram import Histogram
 from ..inference import map as gmap
 from ..inference.model import log_posterior_terms, make_config
 from ..io.results import save_histogram_series, save_scalar_tables
-from ..priors import EntropyPrior, TSVPrior, build_priors
+from ..priors import build_priors
 from .base import DeconvolutionAlgorithmBase
 
 __all__ = ["MAPGradient"]
@@ -115,8 +117,8 @@ class MAPGradient(DeconvolutionAlgorithmBase):
         g = self.prior_parameter.get("gamma", {}) or {}
         k = _value(g, "model:k:value", 1.0)
         theta = _value(g, "model:theta:value", math.inf)
-        unit = (g.get("model", {}).get("theta", {}) or {}).get("unit", self._model_unit)
-        if math.isfinite(theta):
+        unit = (g.get("model", {}).get("theta", {}) or {}).get("unit", FLUX_UNIT)
+        if math.isfinite(theta):  # without a unit: cm-2 s-1 sr-1, as MAP_RL reads it
             theta = float((theta * u.Unit(unit)).to_value(FLUX_UNIT))
         return k, theta
 
@@ -130,15 +132,9 @@ class MAPGradient(DeconvolutionAlgorithmBase):
         nest = bool(getattr(axis, "nest", False))
         nside = int(getattr(self.initial_model, "nside", 0) or
                     round(math.sqrt(self.initial_model.axes.nbins[0] / 12)))
-        priors = build_priors(self.prior_parameter, nside=nside, nest=nest,
-                              model_unit_to_flux=self._to_flux)
-        # Coefficients are given for images in the model's unit; the core works in flux units.
-        for name, prior in priors.items():
-            if isinstance(prior, TSVPrior):
-                priors[name] = prior._replace(coefficient=prior.coefficient / self._to_flux**2)
-            elif isinstance(prior, EntropyPrior):
-                priors[name] = prior._replace(coefficient=prior.coefficient / self._to_flux)
-        return priors
+        # As MAP_RL: coefficients act on images in cm-2 s-1 sr-1 (the core's unit).
+        return build_priors(self.prior_parameter, nside=nside, nest=nest,
+                            model_unit_to_flux=self._to_flux)
 
     def _forward_datasets(self) -> tuple:
         keys = list(self.dict_bkg_norm)
@@ -217,7 +213,10 @@ class MAPGradient(DeconvolutionAlgorithmBase):
         for k, v in zip(self.dict_bkg_norm, np.asarray(bkg)):
             self.dict_bkg_norm[k] = float(v)
         self.log_likelihood_list = [float(x) for x in np.asarray(terms.log_likelihood)]
-        self.log_prior = {k: float(v) for k, v in terms.log_prior.items()}
+        # Keys as MAP_RL registers them: gamma_model, gamma_bkg (0 when not fitted), priors.
+        log_prior = {"gamma_model": 0.0, "gamma_bkg": 0.0}
+        log_prior.update({k: float(v) for k, v in terms.log_prior.items()})
+        self.log_prior = log_prior
         self.log_posterior = float(terms.total)
 
     def register_result(self):

@@ -10,7 +10,7 @@ One model, :func:`sky_model`, describes every dataset of a fit jointly:
 - further priors as factors, one site per prior named as in ``config.priors``
   (``numpyro.factor("TSV", prior.log_prob(image))``, :mod:`probdeconv.priors`);
 - ``"bkg_norm"`` (``[K]``, only when the background normalisations are free): uniform on
-  its range, or the (truncated, unnormalised) gamma prior of MAP-RL (``"bkg_gamma"``
+  its range, or the (truncated, unnormalised) gamma prior of MAP-RL (``"gamma_bkg"``
   factor); otherwise the fixed vector ``config.bkg_fixed`` is used and there is no site;
 - ``"obs_<i>"``: ``Poisson(E).to_event(2)`` for dataset ``i``, ``E`` from
   :func:`probdeconv.forward.expected_counts` (never re-derived here).
@@ -73,7 +73,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_PRIORS = ("flat", "gamma", "lognormal")
 BKG_PRIORS = ("uniform", "gamma")
-_RESERVED = ("image", "bkg_norm", "image_gamma", "image_lognormal", "bkg_gamma")
+_RESERVED = ("image", "bkg_norm", "gamma_model", "lognormal_model", "gamma_bkg")
 
 
 class LogNormalPrior(NamedTuple):
@@ -318,7 +318,7 @@ def sky_model(datasets: Sequence[fm.Dataset], config: SkyModelConfig) -> None:
     raw = numpyro.sample("image", _image_distribution(config))
     image = jnp.where(mask, raw, 0.0)
     if config.image_prior == "gamma" and not config.gamma_proper:
-        numpyro.factor("image_gamma", config.image_gamma.log_prob(image))
+        numpyro.factor("gamma_model", config.image_gamma.log_prob(image))
     for name, prior in config.priors.items():
         numpyro.factor(name, prior.log_prob(image))
     if config.bkg_free:
@@ -329,7 +329,7 @@ def sky_model(datasets: Sequence[fm.Dataset], config: SkyModelConfig) -> None:
             bdist = dist.ImproperUniform(bkg_support(config), (), (config.n_bkg,))
         bkg_norm = numpyro.sample("bkg_norm", bdist)
         if config.bkg_prior == "gamma":
-            numpyro.factor("bkg_gamma", config.bkg_gamma.log_prob(bkg_norm))
+            numpyro.factor("gamma_bkg", config.bkg_gamma.log_prob(bkg_norm))
     else:
         bkg_norm = config.bkg_fixed
     for i, ds in enumerate(datasets):
@@ -341,7 +341,7 @@ class PosteriorTerms(NamedTuple):
     """The parts of the log-posterior: one log-likelihood per dataset and each log-prior."""
 
     log_likelihood: jax.Array  # [n_datasets]
-    log_prior: dict  # {"image_gamma" | "image_lognormal", "bkg_gamma", prior names: scalar}
+    log_prior: dict  # {"gamma_model" | "lognormal_model", "gamma_bkg", prior names: scalar}
 
     @property
     def total(self) -> jax.Array:
@@ -355,9 +355,9 @@ def log_posterior_terms(datasets: Sequence[fm.Dataset], image: jax.Array,
     """Log-likelihood per dataset and each log-prior term at ``(image, bkg_norm)``.
 
     ``image`` is masked first (masked pixels count as 0); ``bkg_norm = None`` means
-    ``config.bkg_fixed``.  Log-prior keys: ``image_gamma`` (gamma image prior, MAP-RL's
-    ``(k−1) Σ log(λ+eps) − Σ λ/θ`` over all pixels), ``image_lognormal`` (unnormalised),
-    ``bkg_gamma`` (free backgrounds with the gamma prior), then ``config.priors``' names.
+    ``config.bkg_fixed``.  Log-prior keys: ``gamma_model`` (gamma image prior, MAP-RL's
+    ``(k−1) Σ log(λ+eps) − Σ λ/θ`` over all pixels), ``lognormal_model`` (unnormalised),
+    ``gamma_bkg`` (free backgrounds with the gamma prior), then ``config.priors``' names.
 
     Examples
     --------
@@ -366,7 +366,7 @@ def log_posterior_terms(datasets: Sequence[fm.Dataset], image: jax.Array,
     >>> ds = make_dataset(np.ones((2, 3, 12)), np.ones((12, 1, 2, 3, 12)))
     >>> cfg = make_config(ds.model_shape, image_prior="gamma", gamma=(2.0, 10.0))
     >>> sorted(log_posterior_terms((ds,), jnp.ones((12, 1)), None, cfg).log_prior)
-    ['image_gamma']
+    ['gamma_model']
     """
     _check_backgrounds(datasets, config)
     image = jnp.where(config.mask, image, 0.0)
@@ -375,11 +375,11 @@ def log_posterior_terms(datasets: Sequence[fm.Dataset], image: jax.Array,
                         for ds in datasets])
     log_prior = {}
     if config.image_prior == "gamma":
-        log_prior["image_gamma"] = config.image_gamma.log_prob(image)
+        log_prior["gamma_model"] = config.image_gamma.log_prob(image)
     elif config.image_prior == "lognormal":
-        log_prior["image_lognormal"] = config.lognormal.log_prob(image, config.mask)
+        log_prior["lognormal_model"] = config.lognormal.log_prob(image, config.mask)
     if config.bkg_free and config.bkg_prior == "gamma":
-        log_prior["bkg_gamma"] = config.bkg_gamma.log_prob(b)
+        log_prior["gamma_bkg"] = config.bkg_gamma.log_prob(b)
     for name, prior in config.priors.items():
         log_prior[name] = prior.log_prob(image)
     return PosteriorTerms(loglik, log_prior)

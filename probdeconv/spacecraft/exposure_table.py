@@ -250,27 +250,22 @@ class SpacecraftAttitudeExposureTable:
         iz = hp.ang2pix(int(nside), zl, zb, nest=nest, lonlat=True)
         ix = hp.ang2pix(int(nside), xl, xb, nest=nest, lonlat=True)
         key = iz.astype(np.int64) * npix + ix
-        uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
-        bin_of = rank[inv.ravel()]
-        perm = np.argsort(bin_of, kind="stable")
-        counts = np.bincount(bin_of, minlength=order.size)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
+        perm, offsets, pair = _group_by_first_appearance(key)
+        counts = np.diff(offsets)
+        n_bins = counts.size
         starts = offsets[:-1]
         zp = np.column_stack([zl, zb])[perm]
         xp = np.column_stack([xl, xb])[perm]
         dts = dt[perm]
         per_bin = dict(
-            scatt_binning_index=np.arange(order.size, dtype=np.int64),
-            healpix_index_z_pointing=(uniq[order] // npix).astype(np.int64),
-            healpix_index_x_pointing=(uniq[order] % npix).astype(np.int64),
+            scatt_binning_index=np.arange(n_bins, dtype=np.int64),
+            healpix_index_z_pointing=pair // npix,
+            healpix_index_x_pointing=pair % npix,
             zpointing_averaged=_averaged(zp, dts, starts),
             xpointing_averaged=_averaged(xp, dts, starts),
             exposure=np.add.reduceat(dts, starts),
             num_pointings=counts.astype(np.int64),
-            bkg_group=np.zeros(order.size, dtype=np.int64))
+            bkg_group=np.zeros(n_bins, dtype=np.int64))
         flat: dict[str, np.ndarray | None] = dict(
             zpointing=zp, xpointing=xp, delta_time=dts,
             livetime=orientation.interval_weights(True)[perm], earth_zenith=None, altitude=None)
@@ -357,6 +352,29 @@ class SpacecraftAttitudeExposureTable:
     def __repr__(self) -> str:
         return (f"SpacecraftAttitudeExposureTable({len(self)} ScAtt bins, nside={self.nside}, "
                 f"scheme={self.scheme!r}, exposure {self.df._bin['exposure'].sum():.6g} s)")
+
+
+def _group_by_first_appearance(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows grouped by equal key, groups in order of first appearance, rows in order.
+
+    Returns
+    -------
+    perm : ndarray of int
+        Row order (group after group).
+    offsets : ndarray of int
+        Start of each group in ``perm`` (length ``n_groups + 1``).
+    keys : ndarray
+        The key of each group.
+    """
+    by_key = np.argsort(key, kind="stable")  # rows of one key contiguous, in time order
+    sk = key[by_key]
+    start = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
+    size = np.diff(np.append(start, key.size))
+    order = np.argsort(by_key[start], kind="stable")  # groups by their first row
+    offsets = np.concatenate([[0], np.cumsum(size[order])])
+    # position in by_key of the rows of group order[0], order[1], ...
+    src = np.repeat(start[order] - offsets[:-1], size[order]) + np.arange(key.size)
+    return by_key[src], offsets, sk[start[order]]
 
 
 def _averaged(pointings: np.ndarray, weights: np.ndarray, starts: np.ndarray) -> np.ndarray:

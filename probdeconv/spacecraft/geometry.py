@@ -35,6 +35,7 @@ __all__ = [
     "matrix_axes_lonlat",
     "local_angles",
     "earth_visible",
+    "limb_cos",
     "midpoint_lonlat",
     "healpix_directions",
 ]
@@ -42,6 +43,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EARTH_RADIUS_KM = 6378.0
+_CHUNK = 1 << 18
 
 
 def lonlat_to_vec(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -89,31 +91,45 @@ def attitude_matrices(x_lon: np.ndarray, x_lat: np.ndarray, z_lon: np.ndarray,
     >>> np.allclose(m[0], np.eye(3))
     True
     """
-    x = lonlat_to_vec(x_lon, x_lat).reshape(-1, 3)
-    z = lonlat_to_vec(z_lon, z_lat).reshape(-1, 3)
-    y = np.cross(z, x)
-    return quat_to_matrix(matrix_to_quat(np.stack([x, y, z], axis=-1)))
+    x_lon, x_lat, z_lon, z_lat = (np.asarray(a, dtype=np.float64).ravel()
+                                  for a in (x_lon, x_lat, z_lon, z_lat))
+    out = np.empty((x_lon.size, 3, 3))
+    for s in range(0, x_lon.size, _CHUNK):  # chunks keep the temporaries small
+        e = min(s + _CHUNK, x_lon.size)
+        x = lonlat_to_vec(x_lon[s:e], x_lat[s:e])
+        z = lonlat_to_vec(z_lon[s:e], z_lat[s:e])
+        out[s:e] = quat_to_matrix(matrix_to_quat(np.stack([x, np.cross(z, x), z], axis=-1)))
+    return out
 
 
 def matrix_to_quat(m: np.ndarray) -> np.ndarray:
-    """Unit quaternions ``(N, 4)`` (x, y, z, w) of nearly orthogonal matrices (Markley)."""
+    """Unit quaternions ``(N, 4)`` (x, y, z, w) of nearly orthogonal matrices (Markley).
+
+    Of the four estimates of the quaternion, the one with the largest diagonal term is
+    taken (as scipy's ``Rotation.from_matrix`` up to 1.14), then normalised.
+    """
     m = np.asarray(m, dtype=np.float64).reshape(-1, 3, 3)
-    d = np.stack([m[:, 0, 0], m[:, 1, 1], m[:, 2, 2],
-                  m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]], axis=-1)
-    choice = np.argmax(d, axis=1)
+    m00, m11, m22 = m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]
+    trace = m00 + m11 + m22
+    choice = np.argmax(np.stack([m00, m11, m22, trace], axis=-1), axis=1)
     q = np.empty((m.shape[0], 4))
-    rows = np.flatnonzero(choice == 3)
-    q[rows, 0] = m[rows, 2, 1] - m[rows, 1, 2]
-    q[rows, 1] = m[rows, 0, 2] - m[rows, 2, 0]
-    q[rows, 2] = m[rows, 1, 0] - m[rows, 0, 1]
-    q[rows, 3] = 1 + d[rows, 3]
+    # choice 3 (trace largest)
+    q[:, 0] = m[:, 2, 1] - m[:, 1, 2]
+    q[:, 1] = m[:, 0, 2] - m[:, 2, 0]
+    q[:, 2] = m[:, 1, 0] - m[:, 0, 1]
+    q[:, 3] = 1 + trace
     for i in range(3):
+        sel = choice == i
+        if not sel.any():
+            continue
         j, k = (i + 1) % 3, (i + 2) % 3
-        rows = np.flatnonzero(choice == i)
-        q[rows, i] = 1 - d[rows, 3] + 2 * m[rows, i, i]
-        q[rows, j] = m[rows, j, i] + m[rows, i, j]
-        q[rows, k] = m[rows, k, i] + m[rows, i, k]
-        q[rows, 3] = m[rows, k, j] - m[rows, j, k]
+        ms = m[sel]
+        qi = np.empty((ms.shape[0], 4))
+        qi[:, i] = 1 - trace[sel] + 2 * ms[:, i, i]
+        qi[:, j] = ms[:, j, i] + ms[:, i, j]
+        qi[:, k] = ms[:, k, i] + ms[:, i, k]
+        qi[:, 3] = ms[:, k, j] - ms[:, j, k]
+        q[sel] = qi
     norm = np.sqrt(q[:, 0] * q[:, 0] + q[:, 1] * q[:, 1] + q[:, 2] * q[:, 2]
                    + q[:, 3] * q[:, 3])
     return q / norm[:, None]
@@ -197,11 +213,15 @@ def earth_visible(d: np.ndarray, zenith: np.ndarray, altitude_km: np.ndarray,
     ndarray of bool, shape (N, P)
         True where the direction is not occulted.
     """
+    # [N, 3] x [P, 3] -> [N, P]
+    return zenith @ d.T > limb_cos(altitude_km, r_earth)[:, None]
+
+
+def limb_cos(altitude_km: np.ndarray, r_earth: float = EARTH_RADIUS_KM) -> np.ndarray:
+    """``-sqrt(1 - (R/(R+h))²)``: cosine of the zenith angle of the Earth limb."""
     alt = np.maximum(np.asarray(altitude_km, dtype=np.float64), 0.0)
     sin_limb = r_earth / (r_earth + alt)
-    cos_limit = -np.sqrt(np.maximum(1.0 - sin_limb**2, 0.0))
-    # [N, 3] x [P, 3] -> [N, P]
-    return zenith @ d.T > cos_limit[:, None]
+    return -np.sqrt(np.maximum(1.0 - sin_limb**2, 0.0))
 
 
 def healpix_directions(nside: int, nest: bool = False) -> np.ndarray:
