@@ -22,6 +22,7 @@ from .errors import (  # noqa: E402
     ProbdeconvError,
 )
 from .histogram import Axes, Axis, HealpixAxis, Histogram, as_histogram  # noqa: E402
+from .inference.sampling import sample  # noqa: E402
 from .response import CoordsysConversionMatrix, FullDetectorResponse  # noqa: E402
 from .sky import AllSkyImageModel, ModelBase  # noqa: E402
 
@@ -50,4 +51,5 @@ __all__ = [
     "RichardsonLucy",
     "RichardsonLucySimple",
     "as_histogram",
+    "sample",
 ]

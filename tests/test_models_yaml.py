@@ -11,7 +11,8 @@ from test_shell import _problem
 from probdeconv import DataIF_COSI_DC2, ImageDeconvolution
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
-EM_FILES = ["rl.yml", "rl_simple.yml", "rl_squarem.yml", "map_rl_tsv.yml", "map_rl_entropy.yml"]
+EM_FILES = ["rl.yml", "rl_simple.yml", "rl_squarem.yml", "map_rl_tsv.yml", "map_rl_entropy.yml",
+            "map_gradient.yml"]
 
 
 @pytest.mark.parametrize("name", EM_FILES)

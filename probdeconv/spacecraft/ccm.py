@@ -354,20 +354,23 @@ def visible_time_per_bin(zenith: np.ndarray, limb_cos: np.ndarray, dt: np.ndarra
         return out.reshape(n_bins, n_dir)
     bin_start = np.searchsorted(row_bin, np.arange(n_bins + 1))
     within = np.arange(n) - bin_start[row_bin]
+    sizes = (*blocks, 1)
     levels = []
-    for size in (*blocks, 1):
+    for size in sizes:
         key = row_bin * (n // size + 2) + within // size
         first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
         owner = np.repeat(np.arange(first.size), np.diff(np.append(first, n)))
         spread = (np.linalg.norm(zenith - zenith[first][owner], axis=1)
                   + np.abs(limb_cos - limb_cos[first][owner]))
-        levels.append(dict(first=first, stop=np.append(first[1:], n),
-                           radius=np.maximum.reduceat(spread, first) + 1e-12,
-                           weight=np.add.reduceat(dt, first), bin=row_bin[first]))
-
-    def margin_of(lv: dict, blk: np.ndarray, pix: np.ndarray) -> np.ndarray:
-        rows = lv["first"][blk]
-        return np.einsum("ij,ij->i", zenith[rows], dirs[pix]) - limb_cos[rows]
+        levels.append(dict(first=first, radius=np.maximum.reduceat(spread, first) + 1e-12,
+                           weight=np.add.reduceat(dt, first), bin=row_bin[first],
+                           zen=zenith[first], cos=limb_cos[first]))
+    for parent, child, ratio in zip(levels[:-1], levels[1:],
+                                    (a // b for a, b in zip(sizes[:-1], sizes[1:]))):
+        # children of each parent block: a run starting at child_start, at most `ratio` long
+        parent["child_start"] = np.searchsorted(child["first"], parent["first"])
+        parent["n_child"] = np.diff(np.append(parent["child_start"], child["first"].size))
+        parent["ratio"] = ratio
 
     top = levels[0]
     steps = max(1, MAX_PAIRS // n_dir)
@@ -375,8 +378,8 @@ def visible_time_per_bin(zenith: np.ndarray, limb_cos: np.ndarray, dt: np.ndarra
     for s in range(0, top["first"].size, steps):
         e = min(s + steps, top["first"].size)
         # [blocks, 3] x [3, P] -> [blocks, P]: signed distance from the limb at block start
-        margin = zenith[top["first"][s:e]] @ dirs.T
-        margin -= limb_cos[top["first"][s:e], None]
+        margin = top["zen"][s:e] @ dirs.T
+        margin -= top["cos"][s:e, None]
         r = top["radius"][s:e, None]
         sure = np.where(margin > r, top["weight"][s:e, None], 0.0)
         b = top["bin"][s:e]
@@ -386,23 +389,25 @@ def visible_time_per_bin(zenith: np.ndarray, limb_cos: np.ndarray, dt: np.ndarra
         blk, pix = np.nonzero(margin <= r)
         pending.append((blk + s, pix))
     for parent, child in zip(levels[:-1], levels[1:]):
+        last = child is levels[-1]
+        ratio = parent["ratio"]
         nxt = []
         for blk, pix in pending:
-            for t in range(0, blk.size, MAX_PAIRS):
-                pb, pp = blk[t:t + MAX_PAIRS], pix[t:t + MAX_PAIRS]
-                c0 = np.searchsorted(child["first"], parent["first"][pb])
-                c1 = np.searchsorted(child["first"], parent["stop"][pb])
-                cb = np.repeat(c0, c1 - c0) + (np.arange((c1 - c0).sum())
-                                               - np.repeat(np.cumsum(c1 - c0) - (c1 - c0),
-                                                           c1 - c0))
-                cp = np.repeat(pp, c1 - c0)
-                m = margin_of(child, cb, cp)
-                last = child is levels[-1]
-                hit = m > 0 if last else m > child["radius"][cb]
-                out += np.bincount(child["bin"][cb[hit]] * n_dir + cp[hit],
-                                   child["weight"][cb[hit]], minlength=out.size)
+            for t in range(0, blk.size, max(1, MAX_PAIRS // ratio)):
+                pb, pp = blk[t:t + MAX_PAIRS // ratio], pix[t:t + MAX_PAIRS // ratio]
+                # [pairs, ratio]: the children of each ambiguous (block, direction) pair
+                cb = parent["child_start"][pb, None] + np.arange(ratio)[None, :]
+                valid = np.arange(ratio)[None, :] < parent["n_child"][pb, None]
+                cb = np.where(valid, cb, parent["child_start"][pb, None])
+                d = dirs[pp]
+                m = np.einsum("ikj,ij->ik", child["zen"][cb], d) - child["cos"][cb]
+                r = 0.0 if last else child["radius"][cb]
+                hit = (m > r) & valid
+                out += np.bincount((child["bin"][cb] * n_dir + pp[:, None])[hit],
+                                   child["weight"][cb][hit], minlength=out.size)
                 if not last:
-                    amb = np.abs(m) <= child["radius"][cb]
-                    nxt.append((cb[amb], cp[amb]))
+                    amb = (np.abs(m) <= r) & valid
+                    rows, cols = np.nonzero(amb)
+                    nxt.append((cb[rows, cols], pp[rows]))
         pending = nxt
     return out.reshape(n_bins, n_dir)

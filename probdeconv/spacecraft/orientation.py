@@ -335,8 +335,12 @@ class SpacecraftFile:
         seconds: within ~1e-11 s of :meth:`get_time_delta`, and bit for bit the
         ``delta_time`` of cosipy's exposure tables.
         """
-        t = self.get_time()
-        return (t[1:] - t[:-1]).to_value(u.s)
+        out = np.empty(self._t.size - 1)
+        step = 1 << 18  # elementwise, so chunks give the same bits with small temporaries
+        for s in range(0, out.size, step):
+            t = Time(self._t[s:s + step + 1], format="unix")
+            out[s:s + step] = (t[1:] - t[:-1]).to_value(u.s)
+        return out
 
     def earth_visible(self, directions: np.ndarray) -> np.ndarray:
         """``(N, P)`` bool: galactic unit vectors ``(P, 3)`` above the Earth limb per stamp.

@@ -1,0 +1,155 @@
+"""Curvature of the log-posterior from the forward model: Fisher information plus prior Hessian.
+
+The parameters are ``θ = (λ_free, b_free)``: the free pixels of the image (flux units) and
+the free background normalisations.  For Poisson data with expectation ``E(θ)`` (affine in
+``θ``, Jacobian ``J``), the Fisher information is ``F = Jᵀ diag(w) J`` with
+
+- ``w = 1 / E`` (``kind="expected"``, the Fisher information ``Aᵀ diag(1/E) A``; always
+  positive semi-definite), or
+- ``w = d / E²`` (``kind="observed"``, the Hessian of ``−log L``, exact for the conjugate
+  one-pixel case).
+
+``F`` is never formed from a dense Hessian of the whole model: its columns are built in
+batches as ``F v = Jᵀ (w ⊙ J v)`` — one forward projection (:func:`jax.linearize` of
+:func:`probdeconv.forward.expected_counts`) and one back projection (its transpose) per
+column, summed over datasets.  The prior part ``−∇² log p(θ)`` enters as Hessian-vector
+products of the model's log-prior (:func:`~.model.log_posterior_terms`) in the same batches,
+so neither term needs more than ``batch × data`` memory besides the ``n × n`` result.
+
+Examples
+--------
+>>> import numpy as np
+>>> from probdeconv.forward import make_dataset
+>>> from probdeconv.inference.problem import Problem
+>>> ds = make_dataset(np.full((1, 1, 3), 5.0), np.ones((1, 1, 1, 1, 3)), pixel_area=1.0)
+>>> p = Problem.from_datasets([ds])
+>>> F = precision_matrix(p, np.array([5.0 / 3.0]))   # S = 3, E = 5/3 per bin
+>>> round(float(F[0, 0]), 9)                          # S² / (λ S) = S / λ
+1.8
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import forward as fm
+from ..errors import ParameterError
+from .model import log_posterior_terms
+from .problem import Problem
+
+__all__ = ["KINDS", "theta_to_model", "precision_matrix", "log_posterior_theta"]
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("expected", "observed")
+
+
+def theta_to_model(theta: jax.Array, free: jax.Array, config, fill: float = 0.0):
+    """``(image [lb, Ei], bkg [K])`` from ``θ = (λ_free, b_free)``; masked pixels ``fill``."""
+    n = free.shape[0]
+    size = int(np.prod(config.model_shape))
+    image = jnp.full(size, fill, dtype=theta.dtype).at[free].set(theta[:n])
+    image = image.reshape(config.model_shape)
+    bkg = theta[n:] if config.bkg_free else config.bkg_fixed
+    return image, bkg
+
+
+def log_posterior_theta(theta, free, datasets, config) -> jax.Array:
+    """The model's log-posterior (:func:`~.model.log_posterior`) at ``θ``."""
+    image, bkg = theta_to_model(theta, free, config, fill=1.0)
+    return log_posterior_terms(datasets, image, bkg, config).total
+
+
+def _log_prior_theta(theta, free, datasets, config) -> jax.Array:
+    image, bkg = theta_to_model(theta, free, config, fill=1.0)
+    terms = log_posterior_terms(datasets, image, bkg, config).log_prior
+    return sum(terms.values(), jnp.zeros((), theta.dtype))
+
+
+def _expectations(theta, free, datasets, config) -> tuple:
+    image, bkg = theta_to_model(theta, free, config)
+    return tuple(fm.expected_counts(ds, image, bkg) for ds in datasets)  # per ds [t, i]
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "batch", "diagonal"))
+def _columns(theta, start, free, datasets, config, kind: str, batch: int, diagonal: bool):
+    """Columns ``start … start+batch`` of ``F + H_prior`` (or their diagonal entries)."""
+    n = theta.shape[0]
+    idx = start + jnp.arange(batch)
+    basis = jax.nn.one_hot(idx, n, dtype=theta.dtype)  # [batch, n]; rows past n are zero
+    expect, f_jvp = jax.linearize(lambda th: _expectations(th, free, datasets, config), theta)
+    f_t = jax.linear_transpose(f_jvp, theta)
+    if kind == "expected":
+        weights = tuple(1.0 / e for e in expect)
+    else:
+        weights = tuple(ds.counts / (e * e) for ds, e in zip(datasets, expect))
+    grad_prior = jax.grad(lambda th: _log_prior_theta(th, free, datasets, config))
+
+    def column(v):
+        de = f_jvp(v)  # [n] -> per ds [t, i]: J v
+        fisher = f_t(tuple(w * d for w, d in zip(weights, de)))[0]  # Jᵀ (w ⊙ J v) -> [n]
+        hvp = jax.jvp(grad_prior, (theta,), (v,))[1]  # ∇² log p · v
+        return fisher - hvp
+
+    cols = jax.vmap(column)(basis)  # [batch, n]
+    if diagonal:
+        return jnp.take_along_axis(cols, jnp.minimum(idx, n - 1)[:, None], axis=1)[:, 0]
+    return cols
+
+
+def _batch_size(problem: Problem, n: int) -> int:
+    bins = sum(int(np.prod(ds.counts.shape)) for ds in problem.datasets)
+    # a few data-sized arrays per column in flight: keep them within ~256 MB
+    return int(max(1, min(n, 64, 256e6 // (8 * 4 * max(bins, 1)))))
+
+
+def precision_matrix(problem: Problem, theta: np.ndarray, *, kind: str = "expected",
+                     diagonal: bool = False, batch_size: int | None = None) -> np.ndarray:
+    """``F(θ) − ∇² log p(θ)``: the Laplace precision in ``θ = (λ_free, b_free)``.
+
+    Parameters
+    ----------
+    problem
+        The inference problem.
+    theta
+        ``[n_params]`` point (free pixel fluxes, then free background normalisations).
+    kind
+        ``"expected"`` (``Jᵀ diag(1/E) J``) or ``"observed"`` (``Jᵀ diag(d/E²) J``).
+    diagonal
+        Return only the diagonal ``[n]`` (memory ``O(n)``).
+    batch_size
+        Columns per compiled batch (default: from the data size, at most 64).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[n, n]`` symmetric matrix (or ``[n]`` diagonal).
+    """
+    if kind not in KINDS:
+        raise ParameterError(f"fisher kind: got {kind!r}; valid choices: {', '.join(KINDS)}.")
+    theta = jnp.asarray(theta, dtype=problem.dtype)
+    n = int(theta.shape[0])
+    if n != problem.n_params:
+        raise ParameterError(f"theta has {n} entries; the problem has {problem.n_params} "
+                             "parameters (free pixels + free backgrounds).")
+    batch = int(batch_size or _batch_size(problem, n))
+    free = jnp.asarray(problem.free_index)
+    out = np.empty(n if diagonal else (n, n), dtype=np.float64)
+    for start in range(0, n, batch):
+        block = np.asarray(_columns(theta, jnp.asarray(start), free, problem.datasets,
+                                    problem.config, kind, batch, diagonal))
+        stop = min(start + batch, n)
+        if diagonal:
+            out[start:stop] = block[: stop - start]
+        else:
+            out[start:stop] = block[: stop - start]
+    if not diagonal:
+        out = 0.5 * (out + out.T)
+    logger.debug("precision matrix (%s, %s) of %d parameters in batches of %d", kind,
+                 "diagonal" if diagonal else "full", n, batch)
+    return out

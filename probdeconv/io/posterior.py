@@ -1,0 +1,229 @@
+"""A posterior directory: maps (HDF5, FITS), draws, ArviZ DataTree and a summary.
+
+:func:`save_posterior` writes, each file atomically (temporary name, then rename)::
+
+    draws.h5                the draws [chain, draw, ...] and running moments (DrawStore)
+    posterior.nc            ArviZ DataTree (posterior, sample_stats, observed_data,
+                            constant_data, diagnostics), netCDF4 via h5netcdf
+    posterior_E<e>.fits     HEALPix maps of energy bin e, columns MEAN, STD, LOWER, UPPER,
+                            SIGNIFICANCE (``healpy.read_map(path)`` reads the mean;
+                            ``field=1`` the std, ...)
+    summary.yml             method, settings, timings, diagnostics summary, backgrounds
+    posterior.h5            histpy groups mean, std, median, lower, upper, significance,
+                            map, rhat, ess_bulk, ess_tail, mcse_mean; group ``posterior``
+                            with the metadata — written last: its presence marks a
+                            complete posterior directory
+
+:func:`load_posterior` reads it back as a :class:`~probdeconv.inference.posterior.Posterior`
+(without the problem: no observed data or log-likelihood).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import yaml
+
+from ..errors import FileFormatError
+from ..histogram import Histogram, HealpixAxis
+from .histpy_h5 import read_histogram, write_histogram
+
+__all__ = ["MARKER", "save_posterior", "load_posterior", "is_posterior_directory"]
+
+logger = logging.getLogger(__name__)
+
+MARKER = "posterior.h5"
+_FORMAT = "probdeconv-posterior-1"
+FITS_COLUMNS = ("MEAN", "STD", "LOWER", "UPPER", "SIGNIFICANCE")
+
+
+def is_posterior_directory(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a complete posterior (its ``posterior.h5`` marker)."""
+    return (Path(directory) / MARKER).is_file()
+
+
+def _tmp(directory: Path, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    os.close(fd)
+    os.unlink(name)
+    return Path(name)
+
+
+def _atomic_yaml(path: Path, data: dict) -> None:
+    tmp = _tmp(path.parent, ".yml")
+    try:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _plain(obj: Any) -> Any:
+    """YAML/JSON-safe copy (numpy scalars and arrays to Python)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def save_posterior(post, directory: str | Path, *, prob: float = 0.9, arviz: bool = True,
+                   arviz_max_bytes: float = 2e9, log_likelihood: bool = False) -> Path:
+    """Write a posterior directory (see the module docstring); returns the directory.
+
+    Parameters
+    ----------
+    post
+        A :class:`~probdeconv.inference.posterior.Posterior`.
+    prob
+        Mass of the credible interval stored as LOWER / UPPER.
+    arviz
+        Write ``posterior.nc`` (skipped, with a warning, above ``arviz_max_bytes`` of draws:
+        ``draws.h5`` has them all).
+    log_likelihood
+        Include the pointwise log-likelihood in ``posterior.nc``.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / MARKER).unlink(missing_ok=True)  # incomplete until rewritten at the end
+    draws = d / "draws.h5"
+    if post.store.path is None or post.store.path.resolve() != draws.resolve():
+        post.store.write(draws)
+    diag = post.diagnostics()
+    lower, upper = post.credible_interval(prob)
+    maps: dict[str, Histogram] = {
+        "mean": post.mean_map, "std": post.std_map, "median": post.median_map,
+        "lower": lower, "upper": upper, "significance": post.significance_map}
+    if post.map_image is not None:
+        maps["map"] = post._map(post.map_image)
+    for name in ("rhat", "ess_bulk", "ess_tail", "mcse_mean"):
+        maps[name] = post._map(np.nan_to_num(getattr(diag, name), nan=0.0),
+                               unit=post.unit if name == "mcse_mean" else "")
+    summary = {"format": _FORMAT, "method": post.method, "chains": post.chains,
+               "draws_per_chain": post.n_draws, "credible_mass": prob,
+               "settings": _plain(post.settings), "timings_s": _plain(post.timings),
+               "diagnostics": _plain(diag.summary()), "backgrounds": post.bkg_summary(),
+               "files": ["posterior.h5", "draws.h5"]}
+    if isinstance(post.axes[0], HealpixAxis):
+        summary["files"] += _write_fits(d, post, maps)
+    if arviz:
+        if post.store.nbytes() > arviz_max_bytes:
+            logger.warning("posterior.nc skipped: %.3g GB of draws (limit %.3g GB); the draws "
+                           "are in draws.h5.", post.store.nbytes() / 1e9, arviz_max_bytes / 1e9)
+        else:
+            _write_datatree(d / "posterior.nc", post, diag, log_likelihood)
+            summary["files"].append("posterior.nc")
+    _atomic_yaml(d / "summary.yml", summary)
+    tmp = _tmp(d, ".h5")
+    try:
+        for name, h in maps.items():
+            write_histogram(h, tmp, name=name, overwrite=True)
+        with h5py.File(tmp, "a") as f:
+            g = f.create_group("posterior")
+            g.attrs["format"] = _FORMAT
+            g.attrs["method"] = post.method
+            g.attrs["independent"] = post.independent
+            g.attrs["pixel_area_sr"] = post.pixel_area
+            g.attrs["unit"] = post.unit
+            g.attrs["credible_mass"] = prob
+            g.attrs["bkg_names"] = json.dumps(list(post.bkg_names))
+            g.attrs["settings"] = json.dumps(_plain(post.settings), default=str)
+            g.attrs["timings"] = json.dumps(_plain(post.timings))
+            g.create_dataset("mask", data=post.mask.astype(np.int8))
+            if post.map_bkg is not None:
+                g.create_dataset("map_bkg", data=np.asarray(post.map_bkg, dtype=float))
+            for k, v in post.extras.items():
+                g.create_dataset(f"extras/{k}", data=np.asarray(v))
+        os.replace(tmp, d / MARKER)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info("posterior written to %s", d)
+    return d
+
+
+def _write_fits(d: Path, post, maps: dict) -> list[str]:
+    import healpy as hp
+
+    nest = bool(post.axes[0].nest)
+    names = []
+    cols = [maps[k] for k in ("mean", "std", "lower", "upper", "significance")]
+    for e in range(post.axes.nbins[1]):
+        values = [np.asarray(m, dtype=np.float64)[:, e] for m in cols]
+        path = d / f"posterior_E{e}.fits"
+        tmp = _tmp(d, ".fits")
+        try:
+            hp.write_map(str(tmp), values, nest=nest, coord="G", overwrite=True,
+                         column_names=list(FITS_COLUMNS),
+                         column_units=[post.unit] * 4 + [""], dtype=[np.float64] * 5)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        names.append(path.name)
+    return names
+
+
+def _write_datatree(path: Path, post, diag, log_likelihood: bool) -> None:
+    dt = post.to_arviz(log_likelihood=log_likelihood and post.problem is not None,
+                       observed_data=post.problem is not None)
+    dt["diagnostics"] = diag.to_dataset()
+    tmp = _tmp(path.parent, ".nc")
+    try:
+        dt.to_netcdf(tmp, engine="h5netcdf")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_posterior(directory: str | Path):
+    """Read a posterior directory written by :func:`save_posterior`.
+
+    Raises
+    ------
+    FileFormatError
+        ``posterior.h5`` or ``draws.h5`` missing or not in this layout.
+    """
+    from ..inference.draws import DrawStore
+    from ..inference.posterior import Posterior
+
+    d = Path(directory)
+    marker = d / MARKER
+    if not marker.is_file():
+        raise FileFormatError(f"{d}: no {MARKER}; not a complete posterior directory (write "
+                              "one with Posterior.save or `probdeconv sample`).")
+    try:
+        with h5py.File(marker, "r") as f:
+            g = f["posterior"]
+            if g.attrs.get("format") != _FORMAT:
+                raise FileFormatError(f"{marker}: format {g.attrs.get('format')!r}, expected "
+                                      f"{_FORMAT!r}.")
+            meta = {k: g.attrs[k] for k in g.attrs}
+            mask = np.asarray(g["mask"], dtype=bool)
+            map_bkg = np.asarray(g["map_bkg"]) if "map_bkg" in g else None
+            extras = ({k: np.asarray(v) for k, v in g["extras"].items()}
+                      if "extras" in g else {})
+            has_map = "map" in f
+    except (OSError, KeyError) as exc:
+        raise FileFormatError(f"{marker}: cannot be read as a posterior ({exc}); rewrite it "
+                              "with Posterior.save.") from exc
+    mean = read_histogram(marker, "mean")
+    map_image = np.asarray(read_histogram(marker, "map"), dtype=float) if has_map else None
+    store = DrawStore.open(d / "draws.h5")
+    unit = str(meta.get("unit", mean.unit))
+    return Posterior(None, store, method=str(meta["method"]),
+                     settings=json.loads(meta.get("settings", "{}")),
+                     timings=json.loads(meta.get("timings", "{}")),
+                     independent=bool(meta.get("independent", False)), extras=extras,
+                     axes=mean.axes, mask=mask, pixel_area=float(meta["pixel_area_sr"]),
+                     bkg_names=tuple(json.loads(meta.get("bkg_names", "[]"))), unit=unit,
+                     map_image=map_image, map_bkg=map_bkg)

@@ -1,0 +1,235 @@
+"""Report of a posterior: maps, convergence diagnostics, traces and a Markdown page (PNG, Agg).
+
+:func:`write_report` draws into ``<directory>/figures/``
+
+- ``maps.png``: posterior mean, standard deviation and significance (mean/std) per energy
+  bin (Mollweide, healpy), with the true sky beside them when it is given;
+- ``diagnostics.png``: distributions over pixels of R-hat, bulk and tail ESS (thresholds
+  1.01 and 400 marked);
+- ``traces.png``: trace and rank plots of the worst pixels (highest R-hat) and of the
+  background normalisations;
+- ``arviz_rank.png``: ArviZ's own rank plot of the same variables (``arviz.plot_rank``;
+  skipped with a log message where the plotting backend fails);
+- ``loss.png`` (SVI) and ``truth.png`` (with a truth: mean ± std against the true flux),
+
+and writes ``report.md`` with the run settings, timings, diagnostic summary and
+background posteriors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import healpy as hp  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .histogram import HealpixAxis  # noqa: E402
+from .inference.arviz import ESS_MIN, RHAT_MAX  # noqa: E402
+from .report import save_figure  # noqa: E402
+
+__all__ = ["write_report", "plot_maps", "plot_diagnostics", "plot_traces"]
+
+logger = logging.getLogger(__name__)
+
+
+def _ring(values: np.ndarray, nest: bool) -> np.ndarray:
+    return hp.reorder(values, n2r=True) if nest else values
+
+
+def plot_maps(post, path: str | Path, truth: Any = None) -> Path:
+    """Mean, std and significance maps per energy bin (and the truth when given)."""
+    panels = [("mean", post.mean, post.unit), ("std", post.std, post.unit),
+              ("significance", post.significance, "mean/std")]
+    if truth is not None:
+        panels.insert(0, ("truth", np.asarray(truth, dtype=float), post.unit))
+    n_e = int(post.axes.nbins[1])
+    healpix = isinstance(post.axes[0], HealpixAxis)
+    nest = bool(getattr(post.axes[0], "nest", False))
+    fig = plt.figure(figsize=(4.6 * len(panels), 3.0 * n_e))
+    for e in range(n_e):
+        for i, (name, values, unit) in enumerate(panels):
+            sub = (n_e, len(panels), e * len(panels) + i + 1)
+            v = np.asarray(values, dtype=float)[:, e]
+            if healpix:
+                hp.mollview(_ring(v, nest), fig=fig.number, sub=sub, title=f"{name} E{e}",
+                            unit=unit, cbar=True)
+            else:
+                ax = fig.add_subplot(*sub)
+                ax.bar(np.arange(v.size), v)
+                ax.set_title(f"{name} E{e}")
+                ax.set_xlabel("pixel")
+    return save_figure(fig, path)
+
+
+def plot_diagnostics(diag, path: str | Path) -> Path:
+    """Histograms over pixels of R-hat and bulk / tail ESS."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, name, line in zip(axes, ("rhat", "ess_bulk", "ess_tail"),
+                              (RHAT_MAX, ESS_MIN, ESS_MIN)):
+        v = getattr(diag, name)
+        v = v[np.isfinite(v)]
+        if v.size:
+            ax.hist(v, bins=min(40, max(5, v.size // 3)), color="C0", alpha=0.8)
+        ax.axvline(line, color="C3", ls="--", label=f"{line}")
+        ax.set_xlabel(name.replace("_", " "))
+        ax.set_ylabel("pixels")
+        ax.legend()
+    title = (f"{diag.chains} chain(s) x {diag.draws} draws; divergences {diag.divergences}")
+    if diag.bfmi.size:
+        title += "; BFMI " + ", ".join(f"{b:.2f}" for b in diag.bfmi)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _trace_variables(post, diag, k: int) -> list[tuple[str, np.ndarray]]:
+    out = []
+    by = "rhat" if not post.independent else "ess_bulk"
+    for p, e in diag.worst_pixels(k, by):
+        out.append((f"pixel {p}, E{e}", post.store.read("image", (slice(p, p + 1),
+                                                                  slice(e, e + 1)))[:, :, 0, 0]))
+    if post.has_bkg:
+        b = post.bkg_draws()
+        out += [(f"bkg {name}", b[:, :, i]) for i, name in enumerate(post.bkg_names)]
+    return out
+
+
+def plot_traces(post, diag, path: str | Path, k: int = 4) -> Path:
+    """Trace (left) and rank histograms per chain (right) of the worst pixels and backgrounds."""
+    variables = _trace_variables(post, diag, k)
+    n = max(len(variables), 1)
+    fig, axes = plt.subplots(n, 2, figsize=(11, 2.2 * n), squeeze=False)
+    for row, (name, x) in zip(axes, variables):
+        for c in range(x.shape[0]):
+            row[0].plot(x[c], lw=0.6, alpha=0.8, label=f"chain {c}")
+        row[0].set_ylabel(name)
+        ranks = np.argsort(np.argsort(x.ravel())).reshape(x.shape)
+        bins = np.linspace(0, x.size, 21)
+        for c in range(x.shape[0]):
+            row[1].hist(ranks[c], bins=bins, histtype="step", lw=1.2, label=f"chain {c}")
+        row[1].axhline(x.shape[1] / 20, color="k", ls=":", lw=0.8)
+        row[1].set_yticks([])
+    axes[0, 0].set_title("trace")
+    axes[0, 1].set_title("rank histogram per chain (uniform = mixed)")
+    axes[-1, 0].set_xlabel("draw")
+    axes[-1, 1].set_xlabel("rank over all chains")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _arviz_rank(post, diag, path: Path) -> Path | None:
+    """ArviZ's rank plot of the worst pixels (None when the backend fails)."""
+    try:
+        import arviz as az
+        import arviz_base
+        import xarray as xr
+
+        variables = _trace_variables(post, diag, 3)
+        data = {name.replace(" ", "_").replace(",", ""): x for name, x in variables}
+        dt = arviz_base.from_dict({"posterior": data})
+        pc = az.plot_rank(dt, backend="matplotlib")
+        fig = pc.viz["chart"].item() if isinstance(pc.viz, xr.DataTree) and "chart" in \
+            pc.viz else plt.gcf()
+        return save_figure(fig, path)
+    except Exception as exc:  # noqa: BLE001 - optional figure, never fatal
+        logger.info("ArviZ rank plot skipped: %s: %s", type(exc).__name__, exc)
+        plt.close("all")
+        return None
+
+
+def _truth_plot(post, truth, path: Path) -> Path:
+    t = np.asarray(truth, dtype=float)[post.mask]
+    m, s = post.mean[post.mask], post.std[post.mask]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.errorbar(t, m, yerr=s, fmt="o", ms=3, lw=0.8, alpha=0.7)
+    lim = [min(t.min(), (m - s).min()), max(t.max(), (m + s).max())]
+    ax.plot(lim, lim, "k--", lw=0.8)
+    ax.set_xlabel(f"true flux ({post.unit})")
+    ax.set_ylabel("posterior mean ± std")
+    inside = np.mean(np.abs(m - t) <= s)
+    ax.set_title(f"{inside:.0%} of pixels within 1 std of the truth")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def write_report(post, directory: str | Path, *, truth: Any = None) -> Path:
+    """Figures and ``report.md`` of a posterior; returns the path of ``report.md``."""
+    d = Path(directory)
+    figs = d / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    diag = post.diagnostics()
+    figures = [plot_maps(post, figs / "maps.png", truth=truth),
+               plot_diagnostics(diag, figs / "diagnostics.png"),
+               plot_traces(post, diag, figs / "traces.png")]
+    rank = _arviz_rank(post, diag, figs / "arviz_rank.png")
+    if rank is not None:
+        figures.append(rank)
+    if "loss" in post.extras:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        loss = np.asarray(post.extras["loss"])
+        ax.plot(loss - loss.min() + 1.0)
+        ax.set_yscale("log")
+        ax.set_xlabel("SVI step")
+        ax.set_ylabel("ELBO loss − min + 1")
+        fig.tight_layout()
+        figures.append(save_figure(fig, figs / "loss.png"))
+    if truth is not None:
+        figures.append(_truth_plot(post, truth, figs / "truth.png"))
+    summ = diag.summary()
+    lines = [f"# probdeconv posterior ({post.method})", "",
+             f"{post.chains} chain(s) × {post.n_draws} draws; image {tuple(post.axes.nbins)} "
+             f"in {post.unit}; {int(post.mask.sum())} free pixels.", ""]
+    if not post.independent:
+        verdict = "converged" if summ["converged"] else "NOT converged"
+        lines += [f"Convergence: **{verdict}** (max R-hat {summ['max_rhat']:.4f} < "
+                  f"{RHAT_MAX}, min bulk ESS {summ['min_ess_bulk']:.0f} and tail ESS "
+                  f"{summ['min_ess_tail']:.0f} > {ESS_MIN}, {summ['divergences']} "
+                  "divergences).", ""]
+    lines += ["## Settings", "", _table([(k, _fmt(v)) for k, v in post.settings.items()],
+                                        ("setting", "value")), ""]
+    lines += ["## Timings", "", _table([(k, f"{v:.2f}") for k, v in post.timings.items()],
+                                       ("step", "seconds")), ""]
+    rows = []
+    for name in ("rhat", "ess_bulk", "ess_tail", "mcse_mean"):
+        q = summ[name]
+        if q:
+            rows.append((name, *(f"{q[k]:.4g}" for k in ("q00", "q05", "q50", "q95", "q100"))))
+    lines += ["## Diagnostics over pixels", "",
+              _table(rows, ("statistic", "min", "5 %", "median", "95 %", "max")), ""]
+    if summ["worst_rhat_pixels"]:
+        lines += ["Worst pixels: " + ", ".join(
+            f"pixel {w['pixel']} E{w['energy']} (R-hat {w['rhat']:.4f}, ESS "
+            f"{w['ess_bulk']:.0f})" for w in summ["worst_rhat_pixels"]) + ".", ""]
+    if post.has_bkg:
+        bs = post.bkg_summary()
+        rows = [(name, f"{v['mean']:.5g}", f"{v['std']:.3g}", f"[{v['lower']:.5g}, "
+                 f"{v['upper']:.5g}]", _fmt(summ["backgrounds"].get(name, {}).get("rhat",
+                                                                                   "")))
+                for name, v in bs.items()]
+        lines += ["## Background normalisations", "",
+                  _table(rows, ("background", "mean", "std", "68 % interval", "R-hat")), ""]
+    lines += ["## Figures", ""]
+    lines += [f"![{p.stem}](figures/{p.name})" for p in figures]
+    path = d / "report.md"
+    tmp = d / ".tmp-report.md"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    logger.info("posterior report written to %s", path)
+    return path
