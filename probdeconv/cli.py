@@ -5,6 +5,8 @@
     probdeconv simulate --sky bulge511 --nside 8 --out sim/
     probdeconv run models/rl.yml --data sim/ --out results/ [--set key=value ...]
     probdeconv run models/rl.yml --data sim/ --out results/ --resume
+    probdeconv sample models/nuts.yml --data sim/ --out post/ [--set key=value ...] [--seed N]
+    probdeconv report results/          (a run or a posterior directory)
     probdeconv info FILE
 
 Exit codes: 0 success, 2 bad input (a one-line message), 1 internal error; ``--debug``
@@ -68,9 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a checkpoint every N iterations (default 5)")
     r.add_argument("--float32", action="store_true", help="float32 arrays (default float64)")
 
-    rp = sub.add_parser("report", help="figures and report.md of a run directory",
+    sp = sub.add_parser("sample", help="posterior sampling (NUTS, HMC, SVI, Laplace, "
+                                       "bootstrap) from a YAML file",
+                        description="Sample the posterior of the sky (uncertainty maps, ArviZ "
+                                    "diagnostics) with the sampling: section of a YAML file "
+                                    "(see models/nuts.yml).")
+    sp.add_argument("config", help="YAML file with model_definition, prior and sampling "
+                                   "sections, e.g. models/nuts.yml")
+    sp.add_argument("--data", required=True,
+                    help="data directory: a simulation (simulation.yml) or a dataset.yml "
+                         "manifest")
+    sp.add_argument("--out", required=True, help="output (posterior) directory")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a parameter by colon path, e.g. sampling:num_samples=2000 "
+                         "(repeatable)")
+    sp.add_argument("--seed", type=int, default=None, help="random seed (sampling:seed)")
+    sp.add_argument("--float32", action="store_true", help="float32 arrays (default float64)")
+
+    rp = sub.add_parser("report", help="figures and report.md of a run or posterior directory",
                         description="Redraw the figures and report.md of a `probdeconv run` "
-                                    "output directory.")
+                                    "or `probdeconv sample` output directory.")
     rp.add_argument("directory")
     rp.add_argument("--data", default=None,
                     help="data directory (default: the one recorded in run.yml)")
@@ -114,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import run_command
 
             return run_command(args)
+        if args.command == "sample":
+            from .sampling_runner import sample_command
+
+            return sample_command(args)
         if args.command == "info":
             return _cmd_info(args)
         if args.command == "report":

@@ -239,6 +239,12 @@ def report_command(args) -> int:
     from .sky import AllSkyImageModel
 
     d = Path(args.directory)
+    from .io.posterior import is_posterior_directory
+
+    if is_posterior_directory(d):  # written by `probdeconv sample`
+        from .sampling_runner import posterior_report_command
+
+        return posterior_report_command(args)
     if not (d / "image.hdf5").is_file() or not (d / "iterations.csv").is_file():
         raise FileFormatError(f"{d}: not a `probdeconv run` output directory (image.hdf5 and "
                               "iterations.csv expected).")

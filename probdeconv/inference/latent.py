@@ -53,8 +53,8 @@ from .map import MAPOptions, map_run
 from .model import bkg_support, sky_model
 from .problem import Problem
 
-__all__ = ["Latent", "Start", "to_model", "latent_to_flux", "latent_model", "latent_log_density", "flat_start", "find_map",
-           "find_mode", "log_space_precision", "prepare"]
+__all__ = ["Latent", "Start", "to_model", "latent_to_flux", "latent_model", "latent_log_density", "flat_start",
+           "find_map", "start_vector", "find_mode", "log_space_precision", "prepare"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,12 +209,8 @@ def find_map(problem: Problem, *, init_image: np.ndarray | None = None,
     return res
 
 
-def find_mode(problem: Problem, image: np.ndarray, bkg: np.ndarray, *,
-              max_iterations: int = 500, tolerance: float = 1e-12):
-    """Mode of the log-flux posterior, starting from ``(image, bkg)`` (floored at > 0).
-
-    Returns ``(u, log_density, iterations)`` with ``u`` the unconstrained vector.
-    """
+def start_vector(problem: Problem, image: np.ndarray, bkg: np.ndarray) -> np.ndarray:
+    """Unconstrained ``u`` of ``(image, bkg)``: zero pixels floored at 10⁻³ of the mean."""
     cfg = problem.config
     free = problem.free_index
     vals = np.asarray(image, dtype=np.float64).ravel()[free]
@@ -231,11 +227,23 @@ def find_mode(problem: Problem, image: np.ndarray, bkg: np.ndarray, *,
         else:
             b = np.maximum(b, lo + 1e-6 * np.maximum(np.abs(lo), 1.0))
         parts.append(np.asarray(_bkg_transform(cfg).inv(jnp.asarray(b))))
-    u0 = jnp.asarray(np.concatenate(parts), dtype=problem.dtype)
-    latent = Latent(jnp.asarray(free), u0, jnp.ones_like(u0))
+    return np.concatenate(parts)
+
+
+def find_mode(problem: Problem, u0: np.ndarray, *, scale: np.ndarray | None = None,
+              max_iterations: int = 500, tolerance: float = 1e-11):
+    """Mode of the log-flux posterior by L-BFGS from ``u0`` (:func:`start_vector`).
+
+    ``scale`` preconditions the search (``u = u0 + scale ⊙ z``).  Returns
+    ``(u, log_density, iterations)``.
+    """
+    u0 = jnp.asarray(u0, dtype=problem.dtype)
+    scale = jnp.ones_like(u0) if scale is None else jnp.asarray(scale, dtype=problem.dtype)
+    latent = Latent(jnp.asarray(problem.free_index), u0, scale)
+    cfg = problem.config
     z, value, n = _lbfgs_mode(jnp.zeros_like(u0), problem.datasets, cfg, latent,
                               int(max_iterations), jnp.asarray(tolerance, u0.dtype))
-    return np.asarray(u0 + z), float(value), int(n)
+    return np.asarray(u0 + scale * z), float(value), int(n)
 
 
 def _transform(u: jax.Array, n_img: int, config):
@@ -290,6 +298,12 @@ def log_space_precision(problem: Problem, u: np.ndarray, *, kind: str = "expecte
     return np.asarray(theta), h
 
 
+def _scale(diag: np.ndarray) -> np.ndarray:
+    """``1/√diag`` where finite and positive, else 1."""
+    ok = np.isfinite(diag) & (diag > 0)
+    return np.where(ok, 1.0 / np.sqrt(np.where(ok, diag, 1.0)), 1.0)
+
+
 def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | None = None,
             map_iterations: int = 1000, mode_iterations: int = 500,
             precondition: str = "laplace", fisher: str = "expected", full: bool = False,
@@ -331,7 +345,13 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     image = np.where(problem.mask, image, 0.0)
     seconds["map"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    u, value, n = find_mode(problem, image, bkg, max_iterations=mode_iterations)
+    u0 = start_vector(problem, image, bkg)
+    scale0 = None
+    if precondition == "laplace" or full:  # whitened search: bright and faint pixels alike
+        _, d0 = log_space_precision(problem, u0, kind=fisher, diagonal=True,
+                                    batch_size=batch_size)
+        scale0 = _scale(d0)
+    u, value, n = find_mode(problem, u0, scale=scale0, max_iterations=mode_iterations)
     seconds["mode"] = time.perf_counter() - t0
     logger.info("log-space mode after %d L-BFGS steps: log-density %.10g", n, value)
     t0 = time.perf_counter()
@@ -342,7 +362,7 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
         diag = np.diag(h) if full else h
         precision = h if full else None
         if precondition == "laplace":
-            scale = np.where(np.isfinite(diag) & (diag > 0), 1.0 / np.sqrt(np.abs(diag)), 1.0)
+            scale = _scale(diag)
     seconds["precision"] = time.perf_counter() - t0
     latent = Latent(jnp.asarray(problem.free_index), jnp.asarray(u, problem.dtype),
                     jnp.asarray(scale, problem.dtype))

@@ -97,5 +97,6 @@ def sample(problem: Problem, method: str = "nuts", **options: Any) -> Posterior:
     if unknown:
         raise ParameterError(f"sample(method={method!r}): unknown option(s) {unknown}; valid: "
                              f"{', '.join(sorted(valid))}.")
-    logger.info("sampling with %s: %s", method, options)
+    logger.info("sampling with %s: %s", method,
+                {k: v for k, v in options.items() if k != "start"})
     return run(problem, **options)

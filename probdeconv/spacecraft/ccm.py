@@ -187,8 +187,8 @@ def _edges_unix(time_intervals: Any) -> np.ndarray:
         e = time_intervals
     e = np.asarray(e, dtype=np.float64).ravel()
     if e.size < 2 or np.any(np.diff(e) <= 0) or not np.all(np.isfinite(e)):
-        raise DataError(f"time_intervals {e[:6]}: expected at least two strictly increasing "
-                        "bin edges (Unix s), as binned_data.axes['Time'].edges")
+        raise DataError(f"time_intervals {e[:6].tolist()}: expected at least two strictly "
+                        "increasing bin edges (Unix s), as binned_data.axes['Time'].edges")
     return e
 
 
@@ -321,12 +321,12 @@ def spacecraft_attitude_binning_ccm(full_detector_response: Any,
 
 def visible_time_per_bin(zenith: np.ndarray, limb_cos: np.ndarray, dt: np.ndarray,
                          row_bin: np.ndarray, n_bins: int, dirs: np.ndarray,
-                         blocks: tuple[int, ...] = (64, 8)) -> np.ndarray:
+                         blocks: tuple[int, ...] = (128, 16, 4)) -> np.ndarray:
     """``W[b, p] = Σ_{i in bin b} dt_i [d_p · e_i > c_i]``: visible time of each direction.
 
     Exact, but not by brute force over all (pointing, direction) pairs.  The pointings of
-    a bin are grouped in blocks of consecutive rows (``blocks[0]`` rows, split into
-    ``blocks[1]`` rows, ..., then single rows).  With ``e₀, c₀`` the first row of a block
+    a bin are grouped in blocks of rows consecutive in time (``blocks[0]`` rows, split
+    into ``blocks[1]`` rows, ..., then single rows).  With ``e₀, c₀`` the first row of a block
     and ``r = max_j (|e_j - e₀| + |c_j - c₀|)``, every row has ``d·e_j - c_j`` within ``r``
     of ``d·e₀ - c₀``: a block farther than ``r`` from the limb is wholly visible or
     hidden, and only the others are split.  The Earth zenith moves ~0.06°/s, so for
@@ -352,12 +352,17 @@ def visible_time_per_bin(zenith: np.ndarray, limb_cos: np.ndarray, dt: np.ndarra
     out = np.zeros(n_bins * n_dir)
     if n == 0:
         return out.reshape(n_bins, n_dir)
-    bin_start = np.searchsorted(row_bin, np.arange(n_bins + 1))
-    within = np.arange(n) - bin_start[row_bin]
+    # runs of rows that are consecutive in time (same bin, no jump of the zenith): blocks
+    # never straddle two passes through a bin, so their radii stay small
+    step = np.linalg.norm(np.diff(zenith, axis=0), axis=1)
+    jump = 8 * np.median(step) + 1e-12 if step.size else 0.0
+    brk = np.r_[True, (row_bin[1:] != row_bin[:-1]) | (step > jump)]
+    run = np.cumsum(brk) - 1
+    within = np.arange(n) - np.flatnonzero(brk)[run]
     sizes = (*blocks, 1)
     levels = []
     for size in sizes:
-        key = row_bin * (n // size + 2) + within // size
+        key = run * (n // size + 2) + within // size
         first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
         owner = np.repeat(np.arange(first.size), np.diff(np.append(first, n)))
         spread = (np.linalg.norm(zenith - zenith[first][owner], axis=1)

@@ -302,10 +302,15 @@ class SpacecraftFile:
         src = np.where(exact_hi, i + 1, i)
         interp = ~(exact_lo | exact_hi)
         xl, xb, zl, zb = (a[src].copy() for a in (self._xl, self._xb, self._zl, self._zb))
+        matrices = None
         if np.any(interp):
             j, f = i[interp], frac[interp]
             m = _slerp_rotations(self.attitude_matrices()[j], self.attitude_matrices()[j + 1], f)
             xl[interp], xb[interp], zl[interp], zb[interp] = geo.matrix_axes_lonlat(m)
+        if self._matrices is not None:  # reuse the attitudes already computed
+            matrices = self._matrices[src]
+            if np.any(interp):
+                matrices[interp] = m
         kw: dict[str, Any] = {}
         if self._alt is not None:
             alt, el, eb = self._alt[src].copy(), self._el[src].copy(), self._eb[src].copy()
@@ -320,8 +325,11 @@ class SpacecraftFile:
             k = np.clip(np.searchsorted(t, 0.5 * (new_t[:-1] + new_t[1:]), side="right") - 1,
                         0, t.size - 2)
             kw["livetime"] = self._live[k] * (np.diff(new_t) / (t[k + 1] - t[k]))
-        return SpacecraftFile(new_t, np.column_stack([xl, xb]), np.column_stack([zl, zb]),
-                              **kw)
+        out = SpacecraftFile(new_t, np.column_stack([xl, xb]), np.column_stack([zl, zb]), **kw)
+        if matrices is not None:
+            matrices.flags.writeable = False
+            out._matrices = matrices
+        return out
 
     # -------------------------------------------------------------- geometry
     def interval_weights(self, use_livetime: bool = False) -> np.ndarray:

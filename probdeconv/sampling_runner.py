@@ -1,0 +1,119 @@
+"""``probdeconv sample``: posterior sampling from a YAML file, and reports of its output.
+
+The YAML file has the ``model_definition`` section of a run file (``nside`` and the energy
+edges are taken from the data), a ``prior:`` section
+(:func:`probdeconv.inference.problem.parse_prior_section`) and a ``sampling:`` section whose
+``method`` picks the sampler and whose other keys are that sampler's options (see
+:func:`probdeconv.inference.sampling.sample`), e.g.::
+
+    sampling: {method: nuts, num_warmup: 500, num_samples: 1000, chains: 2, seed: 0,
+               target_accept: 0.8, dense_mass: false}
+
+Outputs in ``--out`` (a posterior directory, :mod:`probdeconv.io.posterior`): ``posterior.h5``
+(maps, the marker), ``draws.h5``, ``posterior.nc`` (ArviZ DataTree),
+``posterior_E<e>.fits``, ``summary.yml``, ``config.yml``, ``run.yml``, ``run.log``,
+``report.md`` and ``figures/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+
+import yaml
+
+from . import __version__
+from .config import Parameters
+from .errors import FileFormatError, ParameterError
+
+__all__ = ["sample_command", "posterior_report_command", "SECTIONS"]
+
+logger = logging.getLogger(__name__)
+
+SECTIONS = ("model_definition", "prior", "sampling")
+
+
+def _overrides(params: Parameters, items: list[str], config: str) -> None:
+    from .cli import UsageError
+
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. "
+                             "sampling:num_samples=2000.")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if key not in params and key.split(":")[0] not in SECTIONS:
+            raise UsageError(f"--set {key!r}: no such key in {config}; use a colon path under "
+                             f"{', '.join(SECTIONS)}, e.g. sampling:num_samples.")
+        params.override(f"{key} = {value}")
+
+
+def sample_command(args) -> int:
+    """Run the sampler of a YAML file on a data directory and write a posterior directory."""
+    from .cli import _setup_logging
+    from .inference.problem import problem_from_parameters
+    from .inference.sampling import sample
+    from .io.posterior import MARKER
+    from .runner import _atomic_text, _fit_model_to_data, load_data_directory
+
+    out = Path(args.out)
+    _setup_logging(args, out)
+    params = Parameters.open(args.config)
+    _overrides(params, args.set, args.config)
+    if "sampling" not in params or "sampling:method" not in params:
+        raise ParameterError(f"{args.config}: sampling:method is missing; add a section like "
+                             "sampling: {method: nuts, num_samples: 1000} (see models/nuts.yml).")
+    data, truth = load_data_directory(args.data, dtype="float32" if args.float32 else "float64")
+    if "model_definition" in params:
+        _fit_model_to_data(params, data)
+    prior = params.get("prior")
+    problem = problem_from_parameters([data], prior.to_dict() if prior is not None else None)
+    options = params["sampling"].to_dict()
+    method = str(options.pop("method"))
+    if args.seed is not None:
+        options["seed"] = int(args.seed)
+    if method != "laplace":
+        options.setdefault("progress_bar", not args.quiet)
+    options.setdefault("store_path", str(out / "draws.h5"))
+    (out / MARKER).unlink(missing_ok=True)  # the old posterior is replaced
+    params.dump(out / "config.yml")
+    t0 = time.perf_counter()
+    post = sample(problem, method, **options)
+    elapsed = time.perf_counter() - t0
+    meta = {"probdeconv_version": __version__, "python": platform.python_version(),
+            "command": "sample", "config": str(args.config), "data": str(args.data),
+            "overrides": list(args.set), "method": method, "seconds": round(elapsed, 3),
+            "dtype": "float32" if args.float32 else "float64"}
+    _atomic_text(out / "run.yml", yaml.safe_dump(meta, sort_keys=False))
+    post.save(out)
+    post.report(out, truth=truth)
+    summ = post.diagnostics().summary()
+    print(f"probdeconv: {method}, {post.chains} chain(s) x {post.n_draws} draws in "
+          f"{elapsed:.1f} s (max R-hat {summ['max_rhat']:.4f}, min bulk ESS "
+          f"{summ['min_ess_bulk']:.0f}); posterior in {out.resolve()}")
+    return 0
+
+
+def posterior_report_command(args) -> int:
+    """Redraw the figures and report.md of a posterior directory."""
+    from .io.posterior import load_posterior
+    from .runner import load_data_directory
+
+    d = Path(args.directory)
+    post = load_posterior(d)
+    meta = {}
+    if (d / "run.yml").is_file():
+        meta = yaml.safe_load((d / "run.yml").read_text()) or {}
+    truth = None
+    data_dir = args.data or meta.get("data")
+    if data_dir and Path(data_dir).is_dir():
+        try:
+            _, truth = load_data_directory(data_dir)
+        except FileFormatError as exc:
+            logger.warning("data directory %s not readable (%s); report without the truth",
+                           data_dir, exc)
+    path = post.report(d, truth=truth)
+    print(f"probdeconv: report written to {path.resolve()}")
+    return 0
