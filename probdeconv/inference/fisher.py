@@ -42,7 +42,8 @@ from ..errors import ParameterError
 from .model import log_posterior_terms
 from .problem import Problem
 
-__all__ = ["KINDS", "theta_to_model", "precision_matrix", "log_posterior_theta"]
+__all__ = ["KINDS", "theta_to_model", "precision_matrix", "log_posterior_theta",
+           "cholesky_precision"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,3 +154,16 @@ def precision_matrix(problem: Problem, theta: np.ndarray, *, kind: str = "expect
     logger.debug("precision matrix (%s, %s) of %d parameters in batches of %d", kind,
                  "diagonal" if diagonal else "full", n, batch)
     return out
+
+
+def cholesky_precision(h: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a precision matrix; eigenvalues clipped when not definite."""
+    try:
+        return np.linalg.cholesky(h)
+    except np.linalg.LinAlgError:
+        w, v = np.linalg.eigh(h)
+        floor = max(float(w.max()), 1e-300) * 1e-12
+        n_bad = int(np.sum(w <= floor))
+        logger.warning("Laplace: the precision matrix has %d eigenvalue(s) <= %.3g (not "
+                       "positive definite); they are raised to that floor.", n_bad, floor)
+        return np.linalg.cholesky((v * np.maximum(w, floor)) @ v.T)

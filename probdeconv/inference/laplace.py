@@ -47,7 +47,7 @@ import scipy.linalg as sla
 
 from ..errors import ParameterError
 from .draws import DrawStore
-from .fisher import precision_matrix, theta_to_model
+from .fisher import cholesky_precision, precision_matrix, theta_to_model
 from .latent import Latent, Start, latent_to_flux, prepare
 from .posterior import Posterior
 from .problem import Problem
@@ -57,19 +57,6 @@ __all__ = ["SPACES", "run_laplace", "cholesky_precision"]
 logger = logging.getLogger(__name__)
 
 SPACES = ("log", "linear")
-
-
-def cholesky_precision(h: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of a precision matrix; eigenvalues clipped when not definite."""
-    try:
-        return np.linalg.cholesky(h)
-    except np.linalg.LinAlgError:
-        w, v = np.linalg.eigh(h)
-        floor = max(float(w.max()), 1e-300) * 1e-12
-        n_bad = int(np.sum(w <= floor))
-        logger.warning("Laplace: the precision matrix has %d eigenvalue(s) <= %.3g (not "
-                       "positive definite); they are raised to that floor.", n_bad, floor)
-        return np.linalg.cholesky((v * np.maximum(w, floor)) @ v.T)
 
 
 @jax.jit

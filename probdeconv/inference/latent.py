@@ -42,6 +42,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import optax
+import scipy.linalg as sla
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
@@ -53,20 +54,22 @@ from .map import MAPOptions, map_run
 from .model import bkg_support, sky_model
 from .problem import Problem
 
-__all__ = ["Latent", "Start", "to_model", "latent_to_flux", "latent_model", "latent_log_density", "flat_start",
-           "find_map", "start_vector", "find_mode", "log_space_precision", "prepare"]
+__all__ = ["Latent", "Start", "to_model", "latent_to_flux", "latent_model",
+           "latent_log_density", "flat_start", "find_map", "start_vector", "find_mode",
+           "log_space_precision", "prepare"]
 
 logger = logging.getLogger(__name__)
 
-PRECONDITION = ("laplace", "none")
+PRECONDITION = ("laplace", "diagonal", "none")
 
 
 class Latent(NamedTuple):
-    """``u = center + scale ⊙ z`` over (free pixels, free backgrounds); a pytree."""
+    """``u = center + scale ⊙ z`` (or ``center + scale @ z`` for a matrix) over (free
+    pixels, free backgrounds); a pytree."""
 
     free: jax.Array  # [n_free] flat indices into [lb * Ei]
     center: jax.Array  # [n_params]
-    scale: jax.Array  # [n_params]
+    scale: jax.Array  # [n_params] (diagonal) or [n_params, n_params] (dense whitening)
 
 
 def _bkg_transform(config):
@@ -80,7 +83,7 @@ def to_model(z: jax.Array, latent: Latent, config):
     log-Jacobian is that of ``u ↦ (λ, b)`` (the constant ``Σ log scale`` is left out).
     """
     n = latent.free.shape[0]
-    u = latent.center + latent.scale * z
+    u = latent.center + (latent.scale @ z if latent.scale.ndim == 2 else latent.scale * z)
     size = int(np.prod(config.model_shape))
     image = jnp.ones(size, dtype=z.dtype).at[latent.free].set(jnp.exp(u[:n]))
     image = image.reshape(config.model_shape)
@@ -243,7 +246,8 @@ def find_mode(problem: Problem, u0: np.ndarray, *, scale: np.ndarray | None = No
     cfg = problem.config
     z, value, n = _lbfgs_mode(jnp.zeros_like(u0), problem.datasets, cfg, latent,
                               int(max_iterations), jnp.asarray(tolerance, u0.dtype))
-    return np.asarray(u0 + scale * z), float(value), int(n)
+    dz = scale @ z if scale.ndim == 2 else scale * z
+    return np.asarray(u0 + dz), float(value), int(n)
 
 
 def _transform(u: jax.Array, n_img: int, config):
@@ -298,6 +302,14 @@ def log_space_precision(problem: Problem, u: np.ndarray, *, kind: str = "expecte
     return np.asarray(theta), h
 
 
+def whitening(h: np.ndarray) -> np.ndarray:
+    """``S = L⁻ᵀ`` with ``L Lᵀ = h`` (so ``S Sᵀ = h⁻¹``): ``u = center + S z`` whitens ``z``."""
+    from .fisher import cholesky_precision
+
+    chol = cholesky_precision(np.asarray(h, dtype=np.float64))
+    return sla.solve_triangular(chol, np.eye(chol.shape[0]), lower=True).T
+
+
 def _scale(diag: np.ndarray) -> np.ndarray:
     """``1/√diag`` where finite and positive, else 1."""
     ok = np.isfinite(diag) & (diag > 0)
@@ -307,7 +319,7 @@ def _scale(diag: np.ndarray) -> np.ndarray:
 def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | None = None,
             map_iterations: int = 1000, mode_iterations: int = 500,
             precondition: str = "laplace", fisher: str = "expected", full: bool = False,
-            batch_size: int | None = None) -> Start:
+            dense_limit: int = 2048, batch_size: int | None = None) -> Start:
     """MAP, log-space mode and whitening scales: the common start of every sampler.
 
     Parameters
@@ -317,7 +329,9 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
         100 iterations, then the log-space refinement); ``"image"`` uses ``init_image``
         as the MAP.
     precondition
-        ``"laplace"``: ``scale = 1/√diag(H_u)``; ``"none"``: ``scale = 1``.
+        ``"laplace"``: whiten by the full log-space Laplace covariance, ``u = û + S z``
+        with ``S Sᵀ = H_u⁻¹`` (up to ``dense_limit`` parameters; beyond, as
+        ``"diagonal"``); ``"diagonal"``: ``scale = 1/√diag(H_u)``; ``"none"``: ``scale = 1``.
     full
         Also keep the full log-space precision ``H_u`` (for the Laplace approximation).
     """
@@ -346,23 +360,27 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     seconds["map"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     u0 = start_vector(problem, image, bkg)
+    n_par = int(u0.shape[0])
+    dense = precondition == "laplace" and n_par <= dense_limit
+    want_h = precondition != "none" or full
     scale0 = None
-    if precondition == "laplace" or full:  # whitened search: bright and faint pixels alike
-        _, d0 = log_space_precision(problem, u0, kind=fisher, diagonal=True,
+    if want_h:  # whitened search: bright and faint pixels (and backgrounds) alike
+        _, h0 = log_space_precision(problem, u0, kind=fisher, diagonal=not (dense or full),
                                     batch_size=batch_size)
-        scale0 = _scale(d0)
+        scale0 = whitening(h0) if dense else _scale(np.diag(h0) if h0.ndim == 2 else h0)
     u, value, n = find_mode(problem, u0, scale=scale0, max_iterations=mode_iterations)
     seconds["mode"] = time.perf_counter() - t0
     logger.info("log-space mode after %d L-BFGS steps: log-density %.10g", n, value)
     t0 = time.perf_counter()
     precision, scale = None, np.ones_like(u)
-    if precondition == "laplace" or full:
-        _, h = log_space_precision(problem, u, kind=fisher, diagonal=not full,
+    if want_h:
+        _, h = log_space_precision(problem, u, kind=fisher, diagonal=not (dense or full),
                                    batch_size=batch_size)
-        diag = np.diag(h) if full else h
         precision = h if full else None
-        if precondition == "laplace":
-            scale = _scale(diag)
+        if dense:
+            scale = whitening(h)
+        elif precondition == "diagonal" or precondition == "laplace":
+            scale = _scale(np.diag(h) if h.ndim == 2 else h)
     seconds["precision"] = time.perf_counter() - t0
     latent = Latent(jnp.asarray(problem.free_index), jnp.asarray(u, problem.dtype),
                     jnp.asarray(scale, problem.dtype))
@@ -385,8 +403,3 @@ def _rl_start(problem: Problem, init_image):
     for _ in range(100):
         state, _ = step(state, problem.datasets, params)
     return np.asarray(state.model), np.asarray(state.bkg_norm)
-
-
-def with_latent(start: Start, **changes) -> Start:
-    """A copy of ``start`` with fields of its :class:`Latent` replaced."""
-    return start._replace(latent=start.latent._replace(**changes))

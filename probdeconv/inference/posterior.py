@@ -279,7 +279,7 @@ class Posterior:
         return to_datatree(self, log_likelihood=log_likelihood, observed_data=observed_data)
 
     def save(self, directory: str | Path, **options: Any) -> Path:
-        """Write maps (HDF5 + FITS), draws, DataTree and summary (:mod:`probdeconv.io.posterior`)."""
+        """Write maps (HDF5, FITS), draws, DataTree, summary (:mod:`probdeconv.io.posterior`)."""
         from ..io.posterior import save_posterior
 
         return save_posterior(self, directory, **options)

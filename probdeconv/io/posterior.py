@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from ..errors import FileFormatError
-from ..histogram import Histogram, HealpixAxis
+from ..histogram import HealpixAxis, Histogram
 from .histpy_h5 import read_histogram, write_histogram
 
 __all__ = ["MARKER", "save_posterior", "load_posterior", "is_posterior_directory"]
