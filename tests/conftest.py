@@ -21,6 +21,22 @@ def testdata() -> Path:
     return TESTDATA
 
 
+@pytest.fixture(scope="session")
+def galactic(testdata):
+    """cosipy's galactic test problem: data, flat model, mask (pixel 0 of energy bin 0 off)."""
+    from probdeconv import AllSkyImageModel, DataIF_COSI_DC2, Histogram
+
+    ev = Histogram.open(testdata / "test_event_histogram_galacticCDS.hdf5")
+    ev = ev.project(["Em", "Phi", "PsiChi"])
+    rsp = Histogram.open(testdata / "test_precomputed_response.h5")
+    data = DataIF_COSI_DC2.load("galactic", ev, {"bkg": ev * 0.1}, rsp)
+    model = AllSkyImageModel(1, rsp.axes["Ei"].edges)
+    model[:] = 1.0 * model.unit
+    mask = Histogram(model.axes, contents=np.ones(model.axes.nbins, bool))
+    mask[0, 0] = False
+    return data, model, mask
+
+
 def synthetic_arrays(seed: int = 0, local: bool = False, n_pix: int = 12, n_e: int = 2,
                      data_shape=(2, 3, 12), n_t: int = 3, n_bkg: int = 1):
     """Random counts, response, backgrounds (and CCM) of a tiny problem."""

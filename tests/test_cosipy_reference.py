@@ -28,17 +28,6 @@ RL_GALACTIC = {
 }
 
 
-@pytest.fixture(scope="module")
-def galactic(testdata):
-    ev = Histogram.open(testdata / "test_event_histogram_galacticCDS.hdf5")
-    ev = ev.project(["Em", "Phi", "PsiChi"])
-    rsp = Histogram.open(testdata / "test_precomputed_response.h5")
-    data = DataIF_COSI_DC2.load("galactic", ev, {"bkg": ev * 0.1}, rsp)
-    model = AllSkyImageModel(1, rsp.axes["Ei"].edges)
-    model[:] = 1.0 * model.unit
-    mask = Histogram(model.axes, contents=np.ones(model.axes.nbins, bool))
-    mask[0, 0] = False
-    return data, model, mask
 
 
 @pytest.mark.parametrize("accel, expected", [(True, 5259.242894137228),

@@ -26,7 +26,7 @@ from astropy.io import fits
 
 from probdeconv.errors import FileFormatError
 
-from .ori import atomic_target
+from .atomic import atomic_target
 
 __all__ = ["read_exposure_table", "write_exposure_table", "EXTNAME"]
 

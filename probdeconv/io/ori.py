@@ -19,17 +19,15 @@ and falls back to a line-by-line pass only to name the offending line of a bad f
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from probdeconv.errors import FileFormatError
+from probdeconv.io.atomic import atomic_target
 
 __all__ = ["read_ori", "write_ori", "atomic_target", "ORI_COLUMNS"]
 
@@ -39,36 +37,6 @@ HEADER = "Type OrientationsGalactic"
 ORI_COLUMNS = ("time", "x_b", "x_l", "z_b", "z_l", "altitude", "earth_b", "earth_l",
                "livetime")
 _SHORT, _LONG = 5, 9  # numbers per record without / with the Earth and livetime columns
-
-
-@contextlib.contextmanager
-def atomic_target(path: str | os.PathLike, overwrite: bool, what: str) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` when the block ends.
-
-    Raises
-    ------
-    FileFormatError
-        ``path`` exists and ``overwrite`` is False, or its directory does not exist.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileFormatError(f"{path}: directory {path.parent} does not exist; create it "
-                              f"before writing the {what}")
-    if path.exists() and not overwrite:
-        raise FileFormatError(f"{path} exists; pass overwrite=True to replace the {what} "
-                              "or choose another file name")
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_ori(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -13,26 +13,18 @@ interrupted run never leaves a half-written file in place of a good one.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
+from .atomic import atomic_target
 from .histpy_h5 import write_histogram
 
 __all__ = ["save_histogram_series", "save_scalar_tables"]
 
 logger = logging.getLogger(__name__)
-
-
-def _tmp_in(directory: Path, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    os.unlink(name)
-    return Path(name)
 
 
 def save_histogram_series(path: str | Path, results: Sequence[dict], key: str,
@@ -41,8 +33,8 @@ def save_histogram_series(path: str | Path, results: Sequence[dict], key: str,
     """Write ``results[-1][key]`` as group ``result`` and each iteration's as ``<counter><N>``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_in(path.parent, ".hdf5")
-    try:
+    with atomic_target(path, True, "results") as tmp:
+        tmp.unlink()  # write_histogram creates the file
         write_histogram(results[-1][key], tmp, name="result", overwrite=True)
         if not only_final_result:
             for r in results:
@@ -50,10 +42,6 @@ def save_histogram_series(path: str | Path, results: Sequence[dict], key: str,
                     continue
                 write_histogram(r[key], tmp, name=f"{counter_name}{r[counter_name]}",
                                 overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -91,11 +79,6 @@ def save_scalar_tables(path: str | Path, results: Sequence[dict], *,
         hdu = fits.BinTableHDU.from_columns([counter, *cols])
         hdu.name = name
         hdus.append(hdu)
-    tmp = _tmp_in(path.parent, ".fits")
-    try:
-        fits.HDUList(hdus).writeto(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_target(path, True, "results table") as tmp:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True)
     return path

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import yaml
 
 from probdeconv.errors import DataError, FileFormatError
 from probdeconv.histogram import HealpixAxis, Histogram
+from probdeconv.io.atomic import atomic_target
 from probdeconv.response import IMAGE_RESPONSE_AXES
 
 __all__ = ["write_full_detector_response", "write_yaml", "read_yaml"]
@@ -50,25 +50,9 @@ _DESCRIPTION = {
 
 
 def _atomic(path: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` and move ``tmp`` onto ``path``."""
-    if not path.parent.is_dir():
-        raise FileFormatError(f"{path}: directory {path.parent} does not exist; create it "
-                              "first.")
-    if path.exists() and not overwrite:
-        raise FileFormatError(f"{path} exists; pass overwrite=True to replace it, or choose "
-                              "another directory.")
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    """Run ``write(tmp)`` and move ``tmp`` onto ``path`` (see :mod:`probdeconv.io.atomic`)."""
+    with atomic_target(path, overwrite, "simulation file") as tmp:
         write(tmp)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_full_detector_response(response: Histogram, path: str | os.PathLike,
