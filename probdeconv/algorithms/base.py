@@ -68,6 +68,34 @@ class DeconvolutionAlgorithmBase(ABC):
         self.iteration_count = 0
         self.iteration_max = int(self.parameter.get("iteration_max", 1))
 
+    def _read_common_parameters(self) -> None:
+        """Model unit, minimum flux, background fitting and saving: shared by all algorithms."""
+        import astropy.units as u
+
+        flux = u.Unit("cm-2 s-1 sr-1")
+        p = self.parameter
+        model_unit = self.initial_model.unit
+        self._model_unit = model_unit if model_unit is not None else flux
+        self._to_flux = float(u.Unit(self._model_unit).to(flux))
+        mf = p.get("minimum_flux", {}) or {}
+        self.minimum_flux = float((mf.get("value", 0.0) * u.Unit(mf.get("unit", flux)))
+                                  .to_value(flux))
+        self.do_bkg_norm_optimization = bool(
+            p.get("background_normalization_optimization:activate", False))
+        ranges = p.get("background_normalization_optimization:range") or {}
+        if hasattr(ranges, "to_dict"):
+            ranges = ranges.to_dict()
+        unknown = [k for k in ranges if k not in self.dict_bkg_norm]
+        if unknown:
+            logger.warning("background_normalization_optimization:range names %s, which no "
+                           "dataset has (background models: %s); ignored.", unknown,
+                           list(self.dict_bkg_norm))
+        self.dict_bkg_norm_range = {k: list(ranges.get(k, [0.0, 100.0]))
+                                    for k in self.dict_bkg_norm}
+        self.save_results = bool(p.get("save_results:activate", False))
+        self.save_results_directory = str(p.get("save_results:directory", "./results"))
+        self.save_only_final_result = bool(p.get("save_results:only_final_result", False))
+
     def _check_mask(self) -> None:
         if self.mask is None:
             return

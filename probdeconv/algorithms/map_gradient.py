@@ -83,23 +83,8 @@ class MAPGradient(DeconvolutionAlgorithmBase):
 
     def __init__(self, initial_model, dataset, mask, parameter):
         super().__init__(initial_model, dataset, mask, parameter)
+        self._read_common_parameters()
         p = self.parameter
-        self._model_unit = initial_model.unit if initial_model.unit is not None else FLUX_UNIT
-        self._to_flux = float(u.Unit(self._model_unit).to(FLUX_UNIT))
-        mf = p["minimum_flux"].to_dict()
-        self.minimum_flux = float((mf["value"] * u.Unit(mf["unit"])).to_value(FLUX_UNIT))
-        self.do_bkg_norm_optimization = bool(
-            p["background_normalization_optimization:activate"])
-        ranges = p.get("background_normalization_optimization:range") or {}
-        if hasattr(ranges, "to_dict"):
-            ranges = ranges.to_dict()
-        unknown = [k for k in ranges if k not in self.dict_bkg_norm]
-        if unknown:
-            logger.warning("background_normalization_optimization:range names %s, which no "
-                           "dataset has (background models: %s); ignored.", unknown,
-                           list(self.dict_bkg_norm))
-        self.dict_bkg_norm_range = {k: list(ranges.get(k, [0.0, 100.0]))
-                                    for k in self.dict_bkg_norm}
         self.prior_parameter = p["prior"].to_dict()
         opt = p["optimizer"].to_dict()
         self.optimizer_options = gmap.MAPOptions(optimizer=opt["name"],
@@ -107,9 +92,6 @@ class MAPGradient(DeconvolutionAlgorithmBase):
                                                  memory_size=int(opt["memory_size"]))
         self.tolerance = float(opt["tolerance"])
         self.steps_per_iteration = int(opt["steps_per_iteration"])
-        self.save_results = bool(p["save_results:activate"])
-        self.save_results_directory = str(p["save_results:directory"])
-        self.save_only_final_result = bool(p["save_results:only_final_result"])
         self.converged = False
 
     # -------------------------------------------------------------- set-up

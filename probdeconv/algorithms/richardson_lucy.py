@@ -35,29 +35,10 @@ class _EMShell(DeconvolutionAlgorithmBase):
 
     def __init__(self, initial_model, dataset, mask, parameter):
         super().__init__(initial_model, dataset, mask, parameter)
+        self._read_common_parameters()
         p = self.parameter
-        self._model_unit = initial_model.unit if initial_model.unit is not None else FLUX_UNIT
-        self._to_flux = float(u.Unit(self._model_unit).to(FLUX_UNIT))
-        mf = p.get("minimum_flux", {}) or {}
-        self.minimum_flux = float((mf.get("value", 0.0) * u.Unit(mf.get("unit", FLUX_UNIT)))
-                                  .to_value(FLUX_UNIT))
-        self.do_bkg_norm_optimization = bool(
-            p.get("background_normalization_optimization:activate", False))
-        ranges = p.get("background_normalization_optimization:range") or {}
-        if hasattr(ranges, "to_dict"):
-            ranges = ranges.to_dict()
-        unknown = [k for k in ranges if k not in self.dict_bkg_norm]
-        if unknown:
-            logger.warning("background_normalization_optimization:range names %s, which no "
-                           "dataset has (background models: %s); ignored.", unknown,
-                           list(self.dict_bkg_norm))
-        self.dict_bkg_norm_range = {k: list(ranges.get(k, [0.0, 100.0]))
-                                    for k in self.dict_bkg_norm}
         self.do_response_weighting = bool(p.get("response_weighting:activate", False))
         self.response_weighting_index = float(p.get("response_weighting:index", 0.5))
-        self.save_results = bool(p.get("save_results:activate", False))
-        self.save_results_directory = str(p.get("save_results:directory", "./results"))
-        self.save_only_final_result = bool(p.get("save_results:only_final_result", False))
         self.do_smoothing = False
         self.smoothing_fwhm = 0.0 * u.deg
         self.do_acceleration = False
