@@ -121,10 +121,13 @@ class ImageDeconvolution:
         model.set_values_from_parameters(p["model_definition:initialization"])
         axes = self._dataset[0].model_axes
         if tuple(axes.nbins) != tuple(model.axes.nbins):
+            data_nside = getattr(axes[0], "nside", None)
             raise DataError(
                 f"model_definition:property gives a model of shape {tuple(model.axes.nbins)} "
-                f"but the data need {tuple(axes.nbins)} (axes {list(axes.labels)}); set nside "
-                "and energy_edges to those of the response.")
+                f"(NSIDE {model.axes[0].nside}) but the data need {tuple(axes.nbins)} (axes "
+                f"{list(axes.labels)}, NSIDE {data_nside} from the "
+                f"{'coordinate-conversion matrix' if data_nside else 'response'}); set nside "
+                "and energy_edges to those of the data.")
         edges_model = np.asarray(model.axes[1].edges.value)
         edges_data = np.asarray(getattr(axes[1].edges, "value", axes[1].edges))
         if not np.allclose(edges_model, edges_data, rtol=1e-9):
