@@ -19,7 +19,6 @@ background posteriors.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from .histogram import HealpixAxis  # noqa: E402
 from .inference.arviz import ESS_MIN, RHAT_MAX  # noqa: E402
+from .io.atomic import atomic_target  # noqa: E402
 from .report import save_figure  # noqa: E402
 
 __all__ = ["write_report", "plot_maps", "plot_diagnostics", "plot_traces"]
@@ -228,8 +228,7 @@ def write_report(post, directory: str | Path, *, truth: Any = None) -> Path:
     lines += ["## Figures", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in figures]
     path = d / "report.md"
-    tmp = d / ".tmp-report.md"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    with atomic_target(path, True, "report") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     logger.info("posterior report written to %s", path)
     return path

@@ -17,10 +17,12 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import xarray as xr
+from scipy.special import gammaln
 from scipy.stats import norm
 
 import probdeconv
 from probdeconv import ParameterError
+from probdeconv import forward as fm
 from probdeconv.cli import main
 from probdeconv.forward import make_dataset
 from probdeconv.inference import Posterior, Problem
@@ -53,10 +55,10 @@ def conjugate():
 
 def test_nuts_matches_the_conjugate_gamma_posterior_streamed_in_chunks(conjugate, tmp_path):
     problem, a, b, start = conjugate
-    post = probdeconv.sample(problem, method="nuts", num_warmup=300, num_samples=1000, chains=2,
-                             seed=0, progress_bar=False, start=start, chunk_size=500,
+    post = probdeconv.sample(problem, method="nuts", num_warmup=200, num_samples=800, chains=2,
+                             seed=0, progress_bar=False, start=start, chunk_size=400,
                              store_path=tmp_path / "draws.h5")
-    assert post.settings["chunks"] == 2 and post.n_draws == 1000 and post.mcmc is None
+    assert post.settings["chunks"] == 2 and post.n_draws == 800 and post.mcmc is None
     draws = post.store.read("image")[:, :, 0, 0]
     # running moments of the streamed store equal those of all draws
     np.testing.assert_allclose(post.mean[0, 0], draws.mean(), rtol=1e-12)
@@ -118,9 +120,16 @@ def test_posterior_products_save_and_report(tiny, tiny_nuts, tmp_path):
     assert everything.mean[0] == pytest.approx(post.mean.sum() * post.pixel_area, rel=1e-9)
     assert everything.lower[0] < everything.mean[0] < everything.upper[0]
     assert set(post.bkg_summary()) == {"bkg"}
-    dt = post.to_arviz()
+    dt = post.to_arviz(log_likelihood=True)
     assert dt["posterior"]["bkg_norm"].dims == ("chain", "draw", "background")
     assert "z" not in dt["posterior"] and "energy" in dt["sample_stats"]
+    ll = dt["log_likelihood"]["obs_0"]  # pointwise, on request only
+    ds = problem.datasets[0]
+    image = post.store.read("image")[1, 7]
+    e = fm.expected_counts(ds, image, post.bkg_draws()[1, 7])
+    want = float(fm.log_likelihood(ds, e)) - float(np.sum(gammaln(np.asarray(ds.counts) + 1)))
+    assert ll.shape == (2, 100, *ds.counts.shape)
+    assert float(ll[1, 7].sum()) == pytest.approx(want, rel=1e-10)
     out = post.save(tmp_path / "post")
     for name in ("posterior.h5", "draws.h5", "posterior.nc", "posterior_E0.fits", "summary.yml"):
         assert (out / name).is_file(), name
@@ -152,6 +161,23 @@ def test_bootstrap_of_rl(tiny):
     assert draws.shape == (1, 12, 12, 1) and np.all(draws >= 0)
     assert post.map_image is not None and np.all(post.std > 0)
     assert 0.01 <= post.bkg_summary()["bkg"]["mean"] <= 10.0
+
+
+def test_fisher_precision_is_exact_and_compiles_once(conjugate):
+    """One pixel: expected Fisher S/λ, observed d/λ², prior −∂² log p = (k−1)/λ²."""
+    from probdeconv.inference import fisher
+
+    problem, a, b, _ = conjugate
+    d = float(np.sum(np.asarray(problem.datasets[0].counts)))
+    k = problem.config.image_gamma.k
+    sizes = []
+    for lam in (12.0, 17.0):
+        h_exp = fisher.precision_matrix(problem, np.array([lam]))
+        h_obs = fisher.precision_matrix(problem, np.array([lam]), kind="observed")
+        assert h_exp[0, 0] == pytest.approx(10.0 / lam + (k - 1) / lam**2, rel=1e-9)
+        assert h_obs[0, 0] == pytest.approx((d + k - 1) / lam**2, rel=1e-9)
+        sizes.append(fisher._columns._cache_size())
+    assert sizes[0] == sizes[1]  # new numbers, same shapes: no recompilation
 
 
 def test_bad_options_name_the_culprit(conjugate):

@@ -160,26 +160,30 @@ def _coords(post) -> dict[str, Any]:
 _DIMS = {"image": ["pixel", "energy"], "bkg_norm": ["background"], "z": ["latent"]}
 
 
-@jax.jit
 def _pointwise_loglik(image, bkg, ds):
     e = fm.expected_counts(ds, image, bkg)  # [t, i]
     d = ds.counts
     return jnp.where(d > 0, d * jnp.log(e), 0.0) - e - gammaln(d + 1.0)
 
 
-def _log_likelihood(post) -> dict[str, np.ndarray]:
+_batched_loglik = jax.jit(jax.vmap(_pointwise_loglik, in_axes=(0, 0, None)))
+
+
+def _log_likelihood(post, batch: int = 64) -> dict[str, np.ndarray]:
+    """Pointwise Poisson log-probabilities ``[chain, draw, t, i]`` per dataset (batched)."""
     problem = post.problem
+    images = post.store.read("image")
+    bkgs = post.bkg_draws() if post.has_bkg else np.broadcast_to(
+        np.asarray(problem.config.bkg_fixed), (post.chains, post.n_draws, problem.n_bkg))
     out = {}
     for i, ds in enumerate(problem.datasets):
-        chains = []
+        ll = np.empty((post.chains, post.n_draws, *ds.counts.shape))
         for c in range(post.chains):
-            images = post.store.read("image")[c]
-            bkgs = post.bkg_draws()[c] if post.has_bkg else np.broadcast_to(
-                np.asarray(problem.config.bkg_fixed), (post.n_draws, problem.n_bkg))
-            rows = [np.asarray(_pointwise_loglik(jnp.asarray(im), jnp.asarray(b), ds))
-                    for im, b in zip(images, bkgs)]
-            chains.append(np.stack(rows))
-        out[f"obs_{i}"] = np.stack(chains)
+            for start in range(0, post.n_draws, batch):
+                sl = slice(start, start + batch)
+                ll[c, sl] = np.asarray(_batched_loglik(jnp.asarray(images[c, sl]),
+                                                       jnp.asarray(bkgs[c, sl]), ds))
+        out[f"obs_{i}"] = ll
     return out
 
 

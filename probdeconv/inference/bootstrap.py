@@ -114,7 +114,10 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
         if int(value) != value or value < 1:
             raise ParameterError(f"{name}: got {value!r}; expected an integer >= 1.")
     cfg = problem.config
-    if cfg.image_prior != "flat" or cfg.priors:
+    g = cfg.image_gamma
+    flat = cfg.image_prior == "flat" or (cfg.image_prior == "gamma" and g.k == 1.0
+                                         and g.theta == float("inf"))
+    if not flat or cfg.priors:
         logger.warning("bootstrap: RL ignores the image priors of the problem (%s%s); the "
                        "replicates are maximum-likelihood RL maps.", cfg.image_prior,
                        ", " + ", ".join(cfg.priors) if cfg.priors else "")

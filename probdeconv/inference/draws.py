@@ -172,20 +172,17 @@ class DrawStore:
     # ------------------------------------------------------------------ files
     def write(self, path: str | os.PathLike) -> Path:
         """Write all draws and moments to an HDF5 file (atomically)."""
+        from ..io.atomic import atomic_target
+
         path = Path(path)
-        tmp = path.with_name(f".tmp-{path.name}")
         if self.path is not None and self.path.resolve() == path.resolve():
             return path
-        copy = DrawStore(self.chains, self.shapes, tmp, self.dtypes)
-        try:
+        with atomic_target(path, True, "posterior draws") as tmp:
+            copy = DrawStore(self.chains, self.shapes, tmp, self.dtypes)
             block = max(1, int(2**27 // max(self.nbytes() // max(self.n_draws, 1), 1)))
             for start in range(0, self.n_draws, block):
                 stop = min(start + block, self.n_draws)
                 copy.append({k: self._slice_draws(k, start, stop) for k in self.names})
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return path
 
     def _slice_draws(self, name: str, start: int, stop: int) -> np.ndarray:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ import yaml
 
 from ..errors import FileFormatError
 from ..histogram import HealpixAxis, Histogram
+from .atomic import atomic_target
 from .histpy_h5 import read_histogram, write_histogram
 
 __all__ = ["MARKER", "save_posterior", "load_posterior", "is_posterior_directory"]
@@ -49,20 +48,9 @@ def is_posterior_directory(directory: str | Path) -> bool:
     return (Path(directory) / MARKER).is_file()
 
 
-def _tmp(directory: Path, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    os.unlink(name)
-    return Path(name)
-
-
 def _atomic_yaml(path: Path, data: dict) -> None:
-    tmp = _tmp(path.parent, ".yml")
-    try:
+    with atomic_target(path, True, "summary") as tmp:
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _plain(obj: Any) -> Any:
@@ -125,8 +113,8 @@ def save_posterior(post, directory: str | Path, *, prob: float = 0.9, arviz: boo
             _write_datatree(d / "posterior.nc", post, diag, log_likelihood)
             summary["files"].append("posterior.nc")
     _atomic_yaml(d / "summary.yml", summary)
-    tmp = _tmp(d, ".h5")
-    try:
+    with atomic_target(d / MARKER, True, "posterior maps") as tmp:
+        tmp.unlink()  # write_histogram starts a new HDF5 file
         for name, h in maps.items():
             write_histogram(h, tmp, name=name, overwrite=True)
         with h5py.File(tmp, "a") as f:
@@ -145,9 +133,6 @@ def save_posterior(post, directory: str | Path, *, prob: float = 0.9, arviz: boo
                 g.create_dataset("map_bkg", data=np.asarray(post.map_bkg, dtype=float))
             for k, v in post.extras.items():
                 g.create_dataset(f"extras/{k}", data=np.asarray(v))
-        os.replace(tmp, d / MARKER)
-    finally:
-        tmp.unlink(missing_ok=True)
     logger.info("posterior written to %s", d)
     return d
 
@@ -161,14 +146,10 @@ def _write_fits(d: Path, post, maps: dict) -> list[str]:
     for e in range(post.axes.nbins[1]):
         values = [np.asarray(m, dtype=np.float64)[:, e] for m in cols]
         path = d / f"posterior_E{e}.fits"
-        tmp = _tmp(d, ".fits")
-        try:
+        with atomic_target(path, True, "FITS maps") as tmp:
             hp.write_map(str(tmp), values, nest=nest, coord="G", overwrite=True,
                          column_names=list(FITS_COLUMNS),
                          column_units=[post.unit] * 4 + [""], dtype=[np.float64] * 5)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         names.append(path.name)
     return names
 
@@ -177,12 +158,8 @@ def _write_datatree(path: Path, post, diag, log_likelihood: bool) -> None:
     dt = post.to_arviz(log_likelihood=log_likelihood and post.problem is not None,
                        observed_data=post.problem is not None)
     dt["diagnostics"] = diag.to_dataset()
-    tmp = _tmp(path.parent, ".nc")
-    try:
+    with atomic_target(path, True, "ArviZ DataTree") as tmp:
         dt.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_posterior(directory: str | Path):
