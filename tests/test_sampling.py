@@ -208,3 +208,22 @@ def test_cli_sample_then_report(tmp_path, capsys):
     (out / "figures" / "maps.png").unlink()
     assert main(["report", str(out)]) == 0
     _png_ok(out / "figures" / "maps.png")
+
+
+def test_bootstrap_of_map_rl_uses_the_priors(tiny):
+    """MAP-RL bootstrap with a strong gamma prior: replicates are pulled towards k θ."""
+    from probdeconv.inference import Problem
+
+    sim, _ = tiny
+    strong = Problem.from_dataif([sim.dataif()], bkg_free=True, bkg_range={"bkg": [0.01, 10.0]},
+                                 image_prior="gamma", gamma=(50.0, 1e-6))
+    post = probdeconv.sample(strong, method="bootstrap", algorithm="MAP_RL", num_samples=8,
+                             iterations=30, batch=4, acceleration="LineSearch",
+                             progress_bar=False)
+    draws = post.store.read("image")
+    assert draws.shape[1] == 8 and np.all(draws >= 0)
+    mean = float(np.mean(draws))
+    assert 0.5 * 49e-6 < mean < 1.5 * 49e-6  # the mode (k-1) θ dominates this tiny data set
+    with pytest.raises(ParameterError, match="valid choices"):
+        probdeconv.sample(strong, method="bootstrap", algorithm="MAP_RL", acceleration="classic",
+                          progress_bar=False)

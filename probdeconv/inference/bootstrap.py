@@ -34,8 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..algorithms import em
+from ..algorithms import em, map_em
 from ..errors import ParameterError
+from ..priors import GammaPrior
 from .draws import DrawStore
 from .latent import flat_start
 from .posterior import Posterior
@@ -48,17 +49,24 @@ logger = logging.getLogger(__name__)
 RESAMPLE = ("poisson", "multinomial")
 
 
+ALGORITHMS = ("RL", "MAP_RL")
+ACCELERATIONS = ("none", "classic", "MaxStep", "LineSearch")
+
+
 @functools.partial(jax.jit, static_argnames=("options", "iterations"))
-def _replicates(counts, datasets, params, image0, bkg0, options: em.EMOptions,
-                iterations: int):
-    """RL maps ``[B, lb, Ei]`` and backgrounds ``[B, K]`` for a batch of count sets."""
+def _replicates(counts, datasets, params, image0, bkg0, options, iterations: int):
+    """EM maps ``[B, lb, Ei]`` and backgrounds ``[B, K]`` for a batch of count sets.
+
+    ``options`` is an :class:`em.EMOptions` (RL) or a :class:`map_em.MAPOptions` (MAP-RL).
+    """
+    step = map_em.step if isinstance(options, map_em.MAPOptions) else em.step
 
     def one(cs):
         dss = tuple(dataclasses.replace(ds, counts=c) for ds, c in zip(datasets, cs))
         state = em.init(image0, bkg0, dss, params)
 
         def body(st, _):
-            st, _ = em.step(st, dss, params, options)
+            st, _ = step(st, dss, params, options)
             return st, None
 
         state, _ = jax.lax.scan(body, state, None, length=iterations)
@@ -83,10 +91,11 @@ def _resample(rng: np.random.Generator, counts: list[np.ndarray], how: str, n: i
 
 def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 50,
                   resample: str = "poisson", acceleration: str = "none",
+                  algorithm: str = "RL",
                   alpha_max: float = 10.0, seed: int = 0, batch: int = 8,
                   init_image: np.ndarray | None = None, store_path: Any = None,
                   progress_bar: bool = True) -> Posterior:
-    """Bootstrap replicates of RL: the spread of the RL map under resampled counts.
+    """Bootstrap replicates of RL or MAP-RL: the spread of the map under resampled counts.
 
     Parameters
     ----------
@@ -97,7 +106,12 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
     resample
         ``"poisson"`` or ``"multinomial"``.
     acceleration
-        ``"none"`` or ``"classic"`` (cosipy's RL acceleration up to ``alpha_max``).
+        ``"none"``, ``"classic"`` (cosipy's RL acceleration up to ``alpha_max``; RL only),
+        ``"MaxStep"`` or ``"LineSearch"``.
+    algorithm
+        ``"RL"`` (maximum likelihood; the problem's priors are ignored) or ``"MAP_RL"``
+        (MAP-EM with the problem's gamma image/background priors and further priors such
+        as TSV).
     batch
         Replicates per vectorised batch.
     init_image
@@ -106,9 +120,13 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
     if resample not in RESAMPLE:
         raise ParameterError(f"resample: got {resample!r}; valid choices: "
                              f"{', '.join(RESAMPLE)}.")
-    if acceleration not in ("none", "classic"):
+    if algorithm not in ALGORITHMS:
+        raise ParameterError(f"algorithm: got {algorithm!r}; valid choices for the "
+                             f"bootstrap: {', '.join(ALGORITHMS)}.")
+    valid = ACCELERATIONS if algorithm == "RL" else ("none", "MaxStep", "LineSearch")
+    if acceleration not in valid:
         raise ParameterError(f"acceleration: got {acceleration!r}; valid choices for the "
-                             "bootstrap: none, classic.")
+                             f"{algorithm} bootstrap: {', '.join(valid)}.")
     for name, value in (("num_draws", num_draws), ("iterations", iterations),
                         ("batch", batch)):
         if int(value) != value or value < 1:
@@ -117,7 +135,7 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
     g = cfg.image_gamma
     flat = cfg.image_prior == "flat" or (cfg.image_prior == "gamma" and g.k == 1.0
                                          and g.theta == float("inf"))
-    if not flat or cfg.priors:
+    if algorithm == "RL" and (not flat or cfg.priors):
         logger.warning("bootstrap: RL ignores the image priors of the problem (%s%s); the "
                        "replicates are maximum-likelihood RL maps.", cfg.image_prior,
                        ", " + ", ".join(cfg.priors) if cfg.priors else "")
@@ -126,6 +144,16 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
     params = em.make_params(problem.datasets, options, mask=problem.mask,
                             bkg_range=np.asarray(cfg.bkg_range), alpha_max=alpha_max,
                             n_bkg=cfg.n_bkg)
+    if algorithm == "MAP_RL":
+        gamma = g if cfg.image_prior == "gamma" else GammaPrior()
+        bg = cfg.bkg_gamma if cfg.bkg_prior == "gamma" else GammaPrior()
+        dt = problem.dtype
+        params = map_em.MAPParams(em=params, k=jnp.asarray(gamma.k, dt),
+                                  theta=jnp.asarray(gamma.theta, dt),
+                                  k_bkg=jnp.asarray(bg.k, dt), theta_bkg=jnp.asarray(bg.theta, dt),
+                                  priors=tuple(cfg.priors.values()))
+        options = map_em.MAPOptions(acceleration=acceleration, optimize_bkg=bool(cfg.bkg_free),
+                                    prior_names=tuple(cfg.priors))
     image0 = jnp.asarray(flat_start(problem) if init_image is None else init_image,
                          dtype=problem.dtype)
     bkg0 = cfg.bkg_fixed
@@ -139,7 +167,7 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
     store = DrawStore(1, shapes, store_path)
     rng = np.random.default_rng(int(seed))
     t0 = time.perf_counter()
-    with tqdm(total=int(num_draws), desc="bootstrap RL", disable=not progress_bar,
+    with tqdm(total=int(num_draws), desc=f"bootstrap {algorithm}", disable=not progress_bar,
               unit="rep") as bar:
         done = 0
         while done < num_draws:
@@ -154,7 +182,7 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
             done += take
             bar.update(take)
     timings = {"replicates": time.perf_counter() - t0, "total": time.perf_counter() - t_all}
-    settings = {"method": "bootstrap", "algorithm": "RL", "num_draws": int(num_draws),
+    settings = {"method": "bootstrap", "algorithm": algorithm, "num_draws": int(num_draws),
                 "iterations": int(iterations), "resample": resample,
                 "acceleration": acceleration, "alpha_max": float(alpha_max),
                 "seed": int(seed)}
