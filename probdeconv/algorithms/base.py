@@ -96,6 +96,23 @@ class DeconvolutionAlgorithmBase(ABC):
         self.save_results_directory = str(p.get("save_results:directory", "./results"))
         self.save_only_final_result = bool(p.get("save_results:only_final_result", False))
 
+    def _forward_datasets(self) -> tuple:
+        keys = list(self.dict_bkg_norm)
+        out = []
+        for d in self.dataset:
+            if not hasattr(d, "to_forward"):
+                raise DataError(
+                    f"dataset {getattr(d, 'name', d)!r} ({type(d).__name__}) does not provide "
+                    "forward-model arrays (to_forward); load it with DataIF_COSI_DC2.load().")
+            out.append(d.to_forward(keys))
+        return tuple(out)
+
+    def _as_model(self, values):
+        """An image like the initial model holding ``values`` (given in cm-2 s-1 sr-1)."""
+        new = self.initial_model.copy()
+        new[:] = (np.asarray(values, dtype=np.float64) / self._to_flux) * self._model_unit
+        return new
+
     def _check_mask(self) -> None:
         if self.mask is None:
             return

@@ -118,22 +118,6 @@ class MAPGradient(DeconvolutionAlgorithmBase):
         return build_priors(self.prior_parameter, nside=nside, nest=nest,
                             model_unit_to_flux=self._to_flux)
 
-    def _forward_datasets(self) -> tuple:
-        keys = list(self.dict_bkg_norm)
-        out = []
-        for d in self.dataset:
-            if not hasattr(d, "to_forward"):
-                raise DataError(
-                    f"dataset {getattr(d, 'name', d)!r} ({type(d).__name__}) does not provide "
-                    "forward-model arrays (to_forward); load it with DataIF_COSI_DC2.load().")
-            out.append(d.to_forward(keys))
-        return tuple(out)
-
-    def _as_model(self, values):
-        new = self.initial_model.copy()
-        new[:] = (np.asarray(values, dtype=np.float64) / self._to_flux) * self._model_unit
-        return new
-
     def initialization(self):
         """Forward arrays, automatic mask, priors and the optimiser state."""
         self.iteration_count = 0

@@ -15,7 +15,6 @@ import astropy.units as u
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import DataError
 from ..histogram import Histogram
 from ..io.results import save_histogram_series, save_scalar_tables
 from . import em
@@ -57,25 +56,9 @@ class _EMShell(DeconvolutionAlgorithmBase):
     def _build_step(self, options):
         return em.build_step(options)
 
-    def _forward_datasets(self) -> tuple:
-        keys = list(self.dict_bkg_norm)
-        out = []
-        for d in self.dataset:
-            if not hasattr(d, "to_forward"):
-                raise DataError(
-                    f"dataset {getattr(d, 'name', d)!r} ({type(d).__name__}) does not provide "
-                    "forward-model arrays (to_forward); load it with DataIF_COSI_DC2.load().")
-            out.append(d.to_forward(keys))
-        return tuple(out)
-
     def _model_values(self, model) -> jnp.ndarray:
         return jnp.asarray(np.asarray(model, dtype=np.float64) * self._to_flux,
                            dtype=self._datasets[0].counts.dtype)
-
-    def _as_model(self, values) -> Histogram:
-        new = self.initial_model.copy()
-        new[:] = (np.asarray(values, dtype=np.float64) / self._to_flux) * self._model_unit
-        return new
 
     def initialization(self):
         """Exposure map, automatic mask, weighting filter and the first expectation."""
