@@ -65,19 +65,23 @@ def golden_section_max(f: Callable[[jax.Array], jax.Array], lo: jax.Array, hi: j
 
 
 def search_alpha(kind: str, objective: Callable[[jax.Array], jax.Array], lo: jax.Array,
-                 hi: jax.Array) -> jax.Array:
+                 hi: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Step length for ``MaxStep`` or ``LineSearch`` on the feasible interval ``[lo, hi]``.
 
     ``lo`` is the plain EM step (1, or less where a constraint binds before it).
+    ``objective(α)`` may return a vector (e.g. one log-likelihood per dataset); its sum is
+    maximised.  Returns ``(α, objective(α))`` so that the caller need not evaluate it again.
     """
     f_lo = objective(lo)
     if kind == "MaxStep":
         cand = hi
     elif kind == "LineSearch":
-        cand = golden_section_max(objective, lo, hi)
+        cand = golden_section_max(lambda a: jnp.sum(objective(a)), lo, hi)
     else:
         raise ValueError(f"search_alpha: unknown accelerator {kind!r}")  # internal misuse
-    return jnp.where(objective(cand) >= f_lo, cand, lo)
+    f_cand = objective(cand)
+    better = jnp.sum(f_cand) >= jnp.sum(f_lo)
+    return jnp.where(better, cand, lo), jnp.where(better, f_cand, f_lo)
 
 
 class SquaremInfo(NamedTuple):

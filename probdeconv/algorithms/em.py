@@ -235,9 +235,10 @@ def step(state: EMState, datasets: Sequence[fm.Dataset], params: EMParams,
     if options.smoothing and not options.simple:
         processed = smooth(processed, params.smoothing_fwhm, options.nest)
     kind = "none" if options.simple else options.acceleration
+    loglik = None
     if kind in ("MaxStep", "LineSearch"):
-        model, alpha, new_sky = _searched_update(state, datasets, params, kind, processed,
-                                                 bkg_norm)
+        model, alpha, new_sky, loglik = _searched_update(state, datasets, params, kind,
+                                                         processed, bkg_norm)
     else:
         if kind == "classic":
             alpha = calc_alpha(state.model, processed, params.mask, params.alpha_max)
@@ -250,7 +251,8 @@ def step(state: EMState, datasets: Sequence[fm.Dataset], params: EMParams,
         model = jnp.maximum(model, params.minimum_flux)
         model = jnp.where(params.mask, model, 0.0)
         new_sky = sky_counts(datasets, model)
-    loglik = logliks(datasets, new_sky, bkg_norm)
+    if loglik is None:
+        loglik = logliks(datasets, new_sky, bkg_norm)
     new_state = EMState(model, bkg_norm, new_sky, state.iteration + 1)
     return new_state, EMInfo(delta, processed, alpha, loglik)
 
@@ -264,15 +266,16 @@ def _searched_update(state, datasets, params, kind, processed, bkg_norm):
     lo = jnp.minimum(1.0, a_f)
     hi = jnp.maximum(jnp.minimum(a_f, params.alpha_max), lo)
     sky_d = sky_counts(datasets, d)  # one forward projection of the direction
+    base = expectations(datasets, state.sky, bkg_norm)  # E(0) = A λ + ε + Σ b B
 
-    def objective(alpha):
-        sky = tuple(s + alpha * sd for s, sd in zip(state.sky, sky_d))
-        return jnp.sum(logliks(datasets, sky, bkg_norm))
+    def objective(alpha):  # log-likelihood per dataset along the step; no response pass
+        return jnp.stack([fm.log_likelihood(ds, b + alpha * sd)
+                          for ds, b, sd in zip(datasets, base, sky_d)])
 
-    alpha = accelerate.search_alpha(kind, objective, lo, hi)
+    alpha, loglik = accelerate.search_alpha(kind, objective, lo, hi)
     model = jnp.where(params.mask, jnp.maximum(state.model + alpha * d, floor), 0.0)
     new_sky = tuple(s + alpha * sd for s, sd in zip(state.sky, sky_d))
-    return model, alpha, new_sky
+    return model, alpha, new_sky, loglik
 
 
 def squarem(state: EMState, datasets: Sequence[fm.Dataset], params: EMParams,

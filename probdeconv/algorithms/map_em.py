@@ -136,8 +136,8 @@ def step(state: EMState, datasets, params: MAPParams, options: MAPOptions):
             sky = tuple(s + a * sd for s, sd in zip(state.sky, sky_d))
             return log_posterior(datasets, state.model + a * d, bkg, sky, params, options)
 
-        alpha = accelerate.search_alpha(options.acceleration, objective,
-                                        jnp.asarray(1.0, model.dtype), hi)
+        alpha, _ = accelerate.search_alpha(options.acceleration, objective,
+                                           jnp.asarray(1.0, model.dtype), hi)
         model = jnp.where(params.em.mask,
                           jnp.maximum(state.model + alpha * d, params.em.minimum_flux), 0.0)
         new_sky = tuple(s + alpha * sd for s, sd in zip(state.sky, sky_d))
