@@ -391,6 +391,19 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     return Start(image, np.asarray(bkg), latent, precision, value, seconds)
 
 
+def begin(problem: Problem, start: Start | None, prepare_options: dict):
+    """Shared opening of the samplers: the start (prepared unless given), its timings, the
+    latent parameterisation, its size and NumPyro's ``init_to_value`` at ``z = 0``."""
+    from numpyro.infer import init_to_value
+
+    if start is None:
+        start = prepare(problem, **prepare_options)
+    timings = {f"start_{k}": v for k, v in start.seconds.items()}
+    n = int(start.latent.center.shape[0])
+    init = init_to_value(values={"z": jnp.zeros(n, problem.dtype)})
+    return start, timings, start.latent, n, init
+
+
 def _rl_start(problem: Problem, init_image):
     from ..algorithms import em
 

@@ -30,14 +30,12 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from numpyro.infer import HMC, MCMC, NUTS
-from numpyro.infer.initialization import init_to_value
 
 from ..errors import ParameterError
 from .draws import DrawStore
-from .latent import Start, latent_model, prepare
+from .latent import Start, begin, latent_model
 from .posterior import Posterior
 from .problem import Problem
 
@@ -127,14 +125,8 @@ def run_mcmc(problem: Problem, *, method: str = "nuts", num_warmup: int = 500,
     if not 0.0 < target_accept < 1.0:
         raise ParameterError(f"target_accept: got {target_accept!r}; expected a number in "
                              "(0, 1), e.g. 0.8.")
-    timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    if start is None:
-        start = prepare(problem, **prepare_options)
-    timings.update({f"start_{k}": v for k, v in start.seconds.items()})
-    latent = start.latent
-    n = int(latent.center.shape[0])
-    init = init_to_value(values={"z": jnp.zeros(n, problem.dtype)})
+    start, timings, latent, n, init = begin(problem, start, prepare_options)
     if method == "nuts":
         kernel = NUTS(latent_model, target_accept_prob=target_accept, dense_mass=dense_mass,
                       max_tree_depth=int(max_tree_depth), init_strategy=init)

@@ -31,16 +31,14 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
-from numpyro.infer.initialization import init_to_value
 
 from ..errors import ParameterError
 from .draws import DrawStore
-from .latent import Start, latent_model, latent_to_flux, prepare
+from .latent import Start, begin, latent_model, latent_to_flux
 from .posterior import Posterior
 from .problem import Problem
 
@@ -85,14 +83,8 @@ def run_svi(problem: Problem, *, guide: str = "normal", rank: int | None = None,
     if not learning_rate > 0 or not 0 < decay <= 1:
         raise ParameterError(f"learning_rate {learning_rate!r} must be > 0 and decay "
                              f"{decay!r} in (0, 1].")
-    timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    if start is None:
-        start = prepare(problem, **prepare_options)
-    timings.update({f"start_{k}": v for k, v in start.seconds.items()})
-    latent = start.latent
-    n = int(latent.center.shape[0])
-    init = init_to_value(values={"z": jnp.zeros(n, problem.dtype)})
+    start, timings, latent, n, init = begin(problem, start, prepare_options)
     if guide == "normal":
         g = AutoNormal(latent_model, init_loc_fn=init, init_scale=init_scale)
     else:
