@@ -132,17 +132,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from .runner import run_command
 
-            return run_command(args)
+            print(run_command(args))  # one-line summary of what was written
+            return 0
         if args.command == "sample":
             from .sampling_runner import sample_command
 
-            return sample_command(args)
+            print(sample_command(args))  # one-line summary of what was written
+            return 0
         if args.command == "info":
             return _cmd_info(args)
         if args.command == "report":
             from .runner import report_command
 
-            return report_command(args)
+            print(report_command(args))  # one-line summary of what was written
+            return 0
     except KeyboardInterrupt:
         print("probdeconv: interrupted (a checkpoint, if any, is kept; use --resume)",
               file=sys.stderr)

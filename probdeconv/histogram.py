@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import astropy.units as u
 import numpy as np
 
 from probdeconv.axes import Axes, Axis, HealpixAxis, _as_unit
+from probdeconv.coo import CooContents, _coalesce, _is_coo_like, _to_coo
 from probdeconv.errors import AxisMismatchError, DataError, ParameterError, ProbdeconvError
 
 __all__ = ["Axis", "HealpixAxis", "Axes", "CooContents", "Histogram", "as_histogram"]
@@ -35,106 +36,6 @@ __all__ = ["Axis", "HealpixAxis", "Axes", "CooContents", "Histogram", "as_histog
 logger = logging.getLogger(__name__)
 
 _SAME = object()  # sentinel: keep the unit of the histogram
-
-def _coalesce(flat: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique flat indices and the data summed over duplicates."""
-    uniq, inv = np.unique(flat, return_inverse=True)
-    out = np.zeros(uniq.size, dtype=data.dtype)
-    np.add.at(out, inv, data)
-    return uniq, out
-
-
-class CooContents:
-    """Minimal coordinate-format sparse array (not pydata ``sparse``).
-
-    Parameters
-    ----------
-    coords : array_like of int, shape (ndim, nnz)
-        Indices of the stored entries; each position should appear at most once.
-    data : array_like, shape (nnz,)
-        Stored values.
-    shape : tuple of int
-        Shape of the full array.
-    fill_value : scalar
-        Value of every position not stored (default 0).
-    """
-
-    def __init__(self, coords: Any, data: Any, shape: Sequence[int], fill_value: Any = 0) -> None:
-        self.shape = tuple(int(s) for s in np.asarray(shape).ravel())
-        self.data = np.asarray(data).ravel()
-        c = np.asarray(coords)
-        if c.size == 0:
-            c = c.reshape(len(self.shape), 0)
-        if c.ndim != 2 or c.shape != (len(self.shape), self.data.size):
-            raise DataError(f"CooContents: coords must have shape (ndim, nnz) = "
-                            f"({len(self.shape)}, {self.data.size}), got {c.shape}")
-        self.coords = c.astype(np.int64, copy=False)
-        if self.coords.size and (np.any(self.coords < 0) or np.any(
-                self.coords.max(axis=1) >= np.asarray(self.shape))):
-            raise DataError(f"CooContents: coords outside the shape {self.shape} "
-                            f"(max per axis {self.coords.max(axis=1).tolist()})")
-        self.fill_value = np.asarray(fill_value, dtype=self.data.dtype)[()]
-
-    @classmethod
-    def from_dense(cls, array: Any, fill_value: Any = 0) -> CooContents:
-        """Store the entries of ``array`` that differ from ``fill_value``."""
-        a = np.asarray(array)
-        coords = np.nonzero(a != fill_value)
-        return cls(np.array(coords, dtype=np.int64).reshape(a.ndim, -1), a[coords], a.shape,
-                   fill_value)
-
-    @property
-    def nnz(self) -> int:
-        """Number of stored entries."""
-        return int(self.data.size)
-
-    @property
-    def ndim(self) -> int:
-        """Number of dimensions."""
-        return len(self.shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        """Data type of the values."""
-        return self.data.dtype
-
-    def todense(self) -> np.ndarray:
-        """Full ndarray (duplicate entries are summed)."""
-        out = np.full(self.shape, self.fill_value, dtype=self.data.dtype)
-        if self.nnz:
-            flat = np.ravel_multi_index(tuple(self.coords), self.shape)
-            if self.fill_value != 0:
-                out.flat[flat] = 0
-            np.add.at(out.reshape(-1), flat, self.data)
-        return out
-
-    def sum(self) -> Any:
-        """Sum of all values, fill included (assumes unique coords)."""
-        total = self.data.sum()
-        if self.fill_value != 0:
-            total = total + self.fill_value * (int(np.prod(self.shape)) - self.nnz)
-        return total
-
-    def copy(self) -> CooContents:
-        """Independent copy."""
-        return CooContents(self.coords.copy(), self.data.copy(), self.shape, self.fill_value)
-
-    def __repr__(self) -> str:
-        return (f"CooContents(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype}, "
-                f"fill_value={self.fill_value!r})")
-
-
-def _is_coo_like(obj: Any) -> bool:
-    return not isinstance(obj, np.ndarray) and all(
-        hasattr(obj, k) for k in ("coords", "data", "shape", "fill_value"))
-
-
-def _to_coo(obj: Any) -> CooContents:
-    if isinstance(obj, CooContents):
-        return obj
-    return CooContents(np.asarray(obj.coords), np.asarray(obj.data), obj.shape,
-                       np.asarray(obj.fill_value)[()])
-
 
 def _make_axes(spec: Any, labels: Any, axis_scale: Any) -> Axes:
     if isinstance(spec, Axes):
@@ -621,70 +522,5 @@ def _strip(store: Any, track: tuple[bool, ...]) -> Any:
     return np.ascontiguousarray(inner)
 
 
-def _looks_like_histpy(obj: Any) -> bool:
-    if isinstance(obj, Histogram) or isinstance(obj, np.ndarray):
-        return False
-    # look the names up without evaluating properties (histpy's sparse ``contents``
-    # slices and compiles numba code)
-    names = set(dir(type(obj))) | set(getattr(obj, "__dict__", {}))
-    if not {"axes", "contents", "unit"} <= names:
-        return False
-    try:
-        return all(hasattr(a, "edges") for a in obj.axes)
-    except TypeError:
-        return False
+from probdeconv.histpy_compat import _looks_like_histpy, as_histogram  # noqa: E402
 
-
-def as_histogram(obj: Any) -> Histogram:
-    """Return ``obj`` as a probdeconv :class:`Histogram`.
-
-    Parameters
-    ----------
-    obj : Histogram or histpy.Histogram
-        A probdeconv histogram (returned unchanged) or a histpy one (converted;
-        sparse pydata contents become :class:`CooContents`).
-
-    Raises
-    ------
-    DataError
-        When ``obj`` is neither.
-    """
-    if isinstance(obj, Histogram):
-        return obj
-    if not _looks_like_histpy(obj):
-        raise DataError(f"expected a Histogram (probdeconv or histpy), got a "
-                        f"{type(obj).__module__}.{type(obj).__name__}")
-    axes = []
-    for a in obj.axes:
-        label = getattr(a, "label", None)
-        label = None if label is None else str(label)
-        if hasattr(a, "nside"):
-            axes.append(HealpixAxis(int(a.nside), str(a.scheme), np.asarray(a.edges), label,
-                                    getattr(a, "coordsys", None)))
-        else:
-            scale = getattr(a, "axis_scale", None) or getattr(a, "scale", "linear")
-            axes.append(Axis(a.edges, label=label, scale=scale, unit=getattr(a, "unit", None)))
-    unit = obj.unit
-
-    def values(c: Any, un: Any) -> Any:
-        if _is_coo_like(c):
-            return _to_coo(c)
-        if isinstance(c, u.Quantity):
-            return c.to_value(un) if un is not None else c.value
-        return np.asarray(c)
-
-    # histpy keeps under/overflow bins in ``full_contents``; taking those and stripping
-    # them here avoids histpy's (numba-compiled, slow) sparse slicing behind ``contents``.
-    track = getattr(obj, "track_overflow", None)
-    full = callable(track) and hasattr(obj, "full_contents")
-    track = tuple(bool(t) for t in track()) if full else None
-
-    def raw(h: Any) -> Any:
-        return h.full_contents if full else h.contents
-
-    w2 = getattr(obj, "sumw2", None)
-    if w2 is not None:
-        w2 = values(raw(w2) if hasattr(w2, "contents") else w2,
-                    None if unit is None else unit**2)
-    return Histogram(Axes(axes), values(raw(obj), unit), unit=unit, sumw2=w2,
-                     track_overflow=track)

@@ -114,7 +114,7 @@ def _fit_model_to_data(params: Parameters, data) -> None:
         params[init] = [float(values[0])] * n
 
 
-def run_command(args) -> int:
+def run_command(args) -> str:
     from .cli import UsageError, _setup_logging
     from .deconvolution import ImageDeconvolution
 
@@ -166,9 +166,8 @@ def run_command(args) -> int:
         bar.close()
     elapsed = time.perf_counter() - t0
     write_outputs(out, algo, data, truth, params, args, elapsed)
-    print(f"probdeconv: {algo.iteration_count} iterations of {algo.algorithm_name}; outputs in "
+    return (f"probdeconv: {algo.iteration_count} iterations of {algo.algorithm_name}; outputs in "
           f"{out.resolve()}")
-    return 0
 
 
 def write_outputs(out: Path, algo, data, truth, params, args, elapsed: float) -> None:
@@ -233,7 +232,7 @@ def write_outputs(out: Path, algo, data, truth, params, args, elapsed: float) ->
                              "figures/residuals.png"], lines)
 
 
-def report_command(args) -> int:
+def report_command(args) -> str:
     """Redraw figures and report.md of a run directory from its saved outputs."""
     from . import report
     from .sky import AllSkyImageModel
@@ -273,5 +272,4 @@ def report_command(args) -> int:
     path = report.write_run_report(d, "probdeconv run", meta or {"directory": str(d)}, figures,
                                    [f"{len(history)} iterations; final log-likelihood "
                                     f"{history[-1]['log-likelihood'][0]:.6f}."])
-    print(f"probdeconv: report written to {path.resolve()}")
-    return 0
+    return f"probdeconv: report written to {path.resolve()}"

@@ -50,7 +50,7 @@ def _overrides(params: Parameters, items: list[str], config: str) -> None:
         params.override(f"{key} = {value}")
 
 
-def sample_command(args) -> int:
+def sample_command(args) -> str:
     """Run the sampler of a YAML file on a data directory and write a posterior directory."""
     from .cli import _setup_logging
     from .inference.problem import problem_from_parameters
@@ -90,13 +90,12 @@ def sample_command(args) -> int:
     post.save(out)
     post.report(out, truth=truth)
     summ = post.diagnostics().summary()
-    print(f"probdeconv: {method}, {post.chains} chain(s) x {post.n_draws} draws in "
+    return (f"probdeconv: {method}, {post.chains} chain(s) x {post.n_draws} draws in "
           f"{elapsed:.1f} s (max R-hat {summ['max_rhat']:.4f}, min bulk ESS "
           f"{summ['min_ess_bulk']:.0f}); posterior in {out.resolve()}")
-    return 0
 
 
-def posterior_report_command(args) -> int:
+def posterior_report_command(args) -> str:
     """Redraw the figures and report.md of a posterior directory."""
     from .io.posterior import load_posterior
     from .runner import load_data_directory
@@ -115,5 +114,4 @@ def posterior_report_command(args) -> int:
             logger.warning("data directory %s not readable (%s); report without the truth",
                            data_dir, exc)
     path = post.report(d, truth=truth)
-    print(f"probdeconv: report written to {path.resolve()}")
-    return 0
+    return f"probdeconv: report written to {path.resolve()}"

@@ -1,0 +1,366 @@
+"""Validation of cosipy run files: the schema of ``model_definition`` and ``deconvolution``.
+
+:func:`validate_run_parameters` checks a whole run file once and fills in defaults;
+:func:`validate_algorithm_parameters` does the same for one ``deconvolution:parameter``
+tree. Errors name the colon key path, the value, what was expected and the valid choices.
+Both are re-exported by :mod:`probdeconv.config`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import numbers
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from probdeconv.config import (
+    FLUX_UNIT,
+    KNOWN_ALGORITHMS,
+    KNOWN_MODEL_CLASSES,
+    Parameters,
+    _as_dict,
+    _join,
+    _plain,
+    _show,
+)
+from probdeconv.errors import ParameterError
+
+__all__ = ["validate_algorithm_parameters", "validate_run_parameters"]
+
+logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- validation
+_REQ, _OMIT = object(), object()  # "required" and "left out when absent" defaults
+_INF_WORDS = ("inf", "+inf", ".inf", "infinity")
+_WHAT = {
+    "bool": "a boolean (YAML true/false)",
+    "int": "an integer >= 1",
+    "nside": "an integer >= 1 that is a power of 2",
+    "real": "a finite number",
+    "real>=0": "a finite number >= 0",
+    "real>=1": "a finite number >= 1",
+    "real>0": "a finite number > 0",
+    "real|inf": "a number or 'inf'",
+    "str": "a non-empty string",
+    "unit": "an astropy unit string",
+    "unit:deg": "an astropy angle unit string (e.g. deg)",
+    "unit:keV": "an astropy energy unit string (e.g. keV)",
+    "edges": "a list of at least two finite numbers, strictly increasing",
+    "fluxes": "a list of finite numbers >= 0",
+    "ranges": "a mapping of background name to [lower, upper] (numbers >= 0, lower <= upper), "
+    "e.g. {albedo: [0.9, 1.1]}, or nothing for [0.0, 100.0] each",
+    "prior": "a mapping of prior name to its settings",
+    "mapping": "a mapping",
+}
+_PRIOR_NAMES = ("TSV", "entropy", "gamma")
+
+
+def _bad(path: str, value: Any, what: str, choices: Iterable[Any] | None = None) -> ParameterError:
+    tail = "" if choices is None else "; valid choices: " + ", ".join(map(str, choices))
+    return ParameterError(f"{path}: got {_show(value)}; expected {what}{tail}.")
+
+
+def _unknown_key(path: str, key: Any, value: Any, valid: Iterable[Any]) -> ParameterError:
+    return ParameterError(
+        f"{_join(path, key)}: unknown key (value {_show(value)}); expected one of the valid "
+        f"keys at {path or 'the top level'}: {', '.join(map(str, valid))}."
+    )
+
+
+def _what(spec: Any) -> str:
+    if isinstance(spec, dict | tuple):
+        return ("a mapping with keys " if isinstance(spec, dict) else "one of ") + ", ".join(spec)
+    return _WHAT[spec]
+
+
+def _real(value: Any, path: str, kind: str = "real") -> float:
+    if kind == "real|inf" and isinstance(value, str) and value.strip().lower() in _INF_WORDS:
+        value = math.inf
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+    ok = ok and not math.isnan(value) and (kind == "real|inf" or not math.isinf(value))
+    if not ok or value < {"real>=0": 0.0, "real>=1": 1.0}.get(kind, -math.inf) or (
+            kind == "real>0" and value <= 0):
+        raise _bad(path, value, _WHAT[kind])
+    return float(value)
+
+
+def _unit(value: Any, path: str, kind: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(path, value, _WHAT[kind])
+    from astropy import units as u  # lazy: astropy is slow to import
+
+    try:
+        unit = u.Unit(value)
+    except (ValueError, TypeError) as exc:
+        reason = str(exc).split(". ")[0]  # astropy appends long advice after the first sentence
+        raise _bad(path, value, f"{_WHAT[kind]} (astropy: {reason})") from exc
+    if kind != "unit" and not unit.is_equivalent(u.Unit(kind[5:])):
+        raise _bad(path, value, _WHAT[kind])
+    return value
+
+
+def _leaf(kind: Any, value: Any, path: str) -> Any:
+    """Check one value against ``kind`` (a name in ``_WHAT`` or a tuple of choices)."""
+    if isinstance(kind, tuple):
+        if not isinstance(value, str) or value not in kind:
+            raise _bad(path, value, "one of the listed names", kind)
+        return value
+    if kind == "bool" and isinstance(value, bool | np.bool_):
+        return bool(value)
+    if kind in ("int", "nside"):
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+        if ok and value >= 1 and (kind == "int" or not int(value) & (int(value) - 1)):
+            return int(value)
+    elif kind.startswith("real"):
+        return _real(value, path, kind)
+    elif kind == "str" and isinstance(value, str) and value.strip():
+        return value
+    elif kind.startswith("unit"):
+        return _unit(value, path, kind)
+    elif kind in ("edges", "fluxes") and isinstance(value, list | tuple):
+        out = [_real(v, f"{path}[{i}]", "real>=0" if kind == "fluxes" else "real")
+               for i, v in enumerate(value)]
+        if out if kind == "fluxes" else len(out) >= 2 and all(np.diff(out) > 0):
+            return out
+    elif kind == "ranges":
+        return _ranges(value, path)
+    elif kind == "prior":
+        return _prior(value, path)
+    elif kind == "mapping":
+        return _as_dict(value, path)
+    elif kind == "ignored":
+        logger.warning("%s: ignored by RLsimple (it always runs iteration_max iterations)", path)
+        return _plain(value)
+    raise _bad(path, value, _WHAT[kind])
+
+
+def _ranges(value: Any, path: str) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _bad(path, value, _WHAT["ranges"])
+    out = {}
+    for name, pair in value.items():
+        sub = _join(path, name)
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise _bad(sub, pair, "a list [lower, upper] of two numbers >= 0, lower <= upper")
+        lo, hi = (_real(v, sub, "real|inf") for v in pair)
+        if not 0.0 <= lo <= hi:
+            raise _bad(sub, pair, "a list [lower, upper] of two numbers >= 0, lower <= upper")
+        out[name] = [lo, hi]
+    return out
+
+
+def _loose(node: Any, path: str) -> Any:
+    """Copy a loosely checked prior sub-tree, normalising numbers, 'inf' and units."""
+    if not isinstance(node, Mapping):
+        return _plain(node)
+    out = {}
+    for key, value in node.items():
+        sub = _join(path, key)
+        if key in ("value", "coefficient") and not isinstance(value, Mapping | list):
+            out[key] = _real(value, sub, "real|inf")
+        else:
+            out[key] = _unit(value, sub, "unit") if key == "unit" else _loose(value, sub)
+    return out
+
+
+def _prior(value: Any, path: str) -> dict:
+    if not isinstance(value, Mapping):
+        raise _bad(path, value, _WHAT["prior"], _PRIOR_NAMES)
+    for name, sub in value.items():
+        if name not in _PRIOR_NAMES:
+            raise _unknown_key(path, name, sub, _PRIOR_NAMES)
+        if not isinstance(sub, Mapping):
+            raise _bad(_join(path, name), sub, "a mapping, e.g. {coefficient: 1.0}")
+    return {name: _loose(sub, _join(path, name)) for name, sub in value.items()}
+
+
+def _check(spec: Any, value: Any, path: str) -> Any:
+    """Validate ``value`` against ``spec``: a section (dict of (spec, default)) or a leaf."""
+    if not isinstance(spec, dict):
+        return _leaf(spec, value, path)
+    value = {} if value is None else value
+    if not isinstance(value, Mapping):
+        raise _bad(path, value, _what(spec))
+    for key in value:
+        if key not in spec:
+            raise _unknown_key(path, key, value[key], spec)
+    out = {}
+    for name, (sub_spec, default) in spec.items():
+        sub = _join(path, name)
+        if name in value:
+            out[name] = _check(sub_spec, value[name], sub)
+        elif default is _REQ:
+            raise ParameterError(f"{sub}: missing required key; expected {_what(sub_spec)}.")
+        elif default is not _OMIT:
+            out[name] = _check(sub_spec, copy.deepcopy(default), sub)
+    return out
+
+
+_OFF = ("bool", False)
+_COMMON = {  # key: (spec, default); a spec is a section dict, a _WHAT name or choices
+    "iteration_max": ("int", 1),
+    "minimum_flux": ({"value": ("real>=0", 0.0), "unit": ("unit", FLUX_UNIT)}, {}),
+    "background_normalization_optimization": ({"activate": _OFF, "range": ("ranges", None)}, {}),
+    "save_results": ({"activate": _OFF, "directory": ("str", "./results"),
+                      "only_final_result": _OFF}, {}),
+}
+_EM_FILTERS = {
+    "response_weighting": ({"activate": _OFF, "index": ("real", 0.5)}, {}),
+    "acceleration": ({"activate": _OFF, "alpha_max": ("real>=1", 1.0),
+                      "algorithm": (("classic", "MaxStep", "LineSearch", "SQUAREM"),
+                                    "classic")}, {}),
+}
+_FWHM = {"value": ("real>=0", _REQ), "unit": ("unit:deg", _REQ)}
+_THRESHOLD = ("real", 1.0e-2)
+_OPTIMIZER = {  # MAP_gradient's optimiser (probdeconv.inference.map)
+    "name": (("lbfgs", "adam", "autodelta"), "lbfgs"),
+    "learning_rate": ("real>0", 0.05),  # adam / autodelta; L-BFGS uses its line search
+    "tolerance": ("real>=0", 1.0e-10),  # relative change of the log-posterior per step
+    "steps_per_iteration": ("int", 1),  # optimiser steps per registered result
+    "memory_size": ("int", 10),  # L-BFGS history
+}
+_SCHEMAS: dict[str, dict] = {
+    "RLsimple": {**_COMMON, "stopping_criteria": ("ignored", _OMIT)},
+    "RL": {**_COMMON, **_EM_FILTERS,
+           "smoothing": ({"activate": _OFF, "FWHM": (_FWHM, _OMIT)}, {}),
+           "stopping_criteria": ({"statistics": (("log-likelihood",), "log-likelihood"),
+                                  "threshold": _THRESHOLD}, {})},
+    "MAP_RL": {**_COMMON, **_EM_FILTERS, "prior": ("prior", {}),
+               "stopping_criteria": ({"statistics": (("log-posterior", "log-likelihood"),
+                                                     "log-posterior"),
+                                      "threshold": _THRESHOLD}, {})},
+    "MAP_gradient": {**_COMMON, "prior": ("prior", {}), "optimizer": (_OPTIMIZER, {})},
+}
+_MODEL_PROPERTY = {
+    "coordinate": ("str", "galactic"), "nside": ("nside", _REQ),
+    "scheme": (("ring", "nested"), "ring"), "unit": ("unit", FLUX_UNIT),
+    "energy_edges": ({"value": ("edges", _REQ), "unit": ("unit:keV", _REQ)}, _REQ),
+}
+_MODEL_INIT = {
+    "algorithm": (("flat",), "flat"),
+    "parameter": ({"value": ("fluxes", _REQ), "unit": ("unit", FLUX_UNIT)}, _REQ),
+}
+
+
+def _algorithm_parameters(schema: str, parameter: Any, path: str) -> dict:
+    out = _check(_SCHEMAS[schema], _as_dict(parameter, path), path)
+    smoothing = out.get("smoothing", {})
+    if smoothing.get("activate") and "FWHM" not in smoothing:
+        raise ParameterError(
+            f"{path}:smoothing:FWHM: missing although {path}:smoothing:activate is true; "
+            f"expected {_what(_FWHM)} (e.g. {{value: 2.0, unit: deg}})."
+        )
+    return out
+
+
+def validate_algorithm_parameters(algorithm: str, parameter: Any = None) -> dict:
+    """Validate one algorithm's ``deconvolution:parameter`` sub-tree and fill defaults.
+
+    Parameters
+    ----------
+    algorithm : str
+        One of :data:`KNOWN_ALGORITHMS` (``RL``, ``RLsimple``, ``MAP_RL``,
+        ``MAP_gradient``).
+    parameter : Mapping, Parameters, yayc.Configurator or None
+        The sub-tree; ``None`` means all defaults.
+
+    Returns
+    -------
+    dict
+        Plain nested dict with every default filled in.
+
+    Raises
+    ------
+    ParameterError
+        Unknown algorithm or key, wrong type or out-of-range value.
+
+    Examples
+    --------
+    >>> p = validate_algorithm_parameters("RL", {"acceleration": {"activate": True}})
+    >>> p["acceleration"], p["iteration_max"]
+    ({'activate': True, 'alpha_max': 1.0, 'algorithm': 'classic'}, 1)
+    """
+    if not isinstance(algorithm, str) or algorithm not in _SCHEMAS:
+        raise _bad("deconvolution:algorithm", algorithm, "an algorithm name", KNOWN_ALGORITHMS)
+    return _algorithm_parameters(algorithm, parameter, "deconvolution:parameter")
+
+
+def validate_run_parameters(
+    params: Any,
+    *,
+    model_classes: Iterable[str] = KNOWN_MODEL_CLASSES,
+    algorithms: Mapping[str, str] | None = None,
+) -> Parameters:
+    """Validate a whole run file (``model_definition`` and ``deconvolution``) once.
+
+    Other top-level keys (``author``, ``date``, ...) are kept unchecked.
+
+    Parameters
+    ----------
+    params : Parameters, Mapping or yayc.Configurator
+        The parsed run file.
+    model_classes : iterable of str
+        Accepted ``model_definition:class`` names.
+    algorithms : Mapping[str, str], optional
+        Accepted ``deconvolution:algorithm`` names, each mapped to the built-in schema
+        (``RL``, ``RLsimple``, ``MAP_RL`` or ``MAP_gradient``) that checks its parameters;
+        when neither the value nor the key names one, the parameters are only checked to be
+        a mapping.
+        Default: the built-in algorithms.
+
+    Returns
+    -------
+    Parameters
+        A new object with every default filled in.
+
+    Raises
+    ------
+    ParameterError
+        Missing or unknown key, wrong type, unknown class or algorithm (with the choices).
+
+    Examples
+    --------
+    >>> run = {"model_definition": {"class": "AllSkyImage",
+    ...        "property": {"nside": 4, "energy_edges": {"value": [100, 200], "unit": "keV"}},
+    ...        "initialization": {"parameter": {"value": [1e-4]}}},
+    ...        "deconvolution": {"algorithm": "RLsimple"}}
+    >>> v = validate_run_parameters(run, model_classes=["AllSkyImage"],
+    ...                             algorithms={"RLsimple": "RLsimple"})
+    >>> v["model_definition:property:scheme"], v["deconvolution:parameter:iteration_max"]
+    ('ring', 1)
+    """
+    classes = (model_classes,) if isinstance(model_classes, str) else tuple(model_classes)
+    algos = dict(algorithms) if algorithms is not None else {n: n for n in KNOWN_ALGORITHMS}
+    data = _as_dict(params, "parameters")
+    model_spec = {"class": (classes, _REQ), "property": (_MODEL_PROPERTY, _REQ),
+                  "initialization": (_MODEL_INIT, _REQ)}
+    deconv_spec = {"algorithm": (tuple(algos), _REQ), "parameter": ("mapping", {})}
+    for key, spec in (("model_definition", model_spec), ("deconvolution", deconv_spec)):
+        if key not in data:
+            raise ParameterError(f"{key}: missing required top-level key; expected {_what(spec)}.")
+        data[key] = _check(spec, data[key], key)
+
+    model = data["model_definition"]
+    n_bins = len(model["property"]["energy_edges"]["value"]) - 1
+    values = model["initialization"]["parameter"]["value"]
+    if len(values) != n_bins:
+        raise _bad("model_definition:initialization:parameter:value", values,
+                   f"{n_bins} numbers, one per energy bin (len(energy_edges:value) - 1)")
+
+    deconv = data["deconvolution"]
+    name = deconv["algorithm"]
+    schema = algos[name] if algos[name] in _SCHEMAS else name
+    if schema in _SCHEMAS:
+        deconv["parameter"] = _algorithm_parameters(schema, deconv["parameter"],
+                                                    "deconvolution:parameter")
+    else:
+        logger.debug("deconvolution:parameter: no built-in schema for %r; not checked", name)
+    out = Parameters(data)
+    out.path = getattr(params, "path", None) or getattr(params, "config_path", None)
+    return out
