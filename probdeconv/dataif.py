@@ -272,6 +272,10 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
             counts, response, bkgs, pixel_area=float(self._model_axes["lb"].pixarea().to_value(
                 u.sr)), dtype=dtype, name=str(self.name), **kw)
         self._response_unit = expected
+        # The forward dataset holds the response now; keep only the axes of the histogram
+        # so that the (possibly multi-GB) contents are not held twice.
+        self._response_axes = rsp.axes
+        self._image_response = None
         s = np.asarray(fm.exposure(self._forward))
         exp_unit = expected * u.sr * (u.s if ccm is not None else 1)  # CCM dwell times are in s
         self._exposure_map = Histogram(self._model_axes, contents=s, unit=exp_unit)
@@ -326,7 +330,8 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
 
     def calc_bkg_model_product(self, key, dataspace_histogram) -> float:
         """``Σ_i B_key,i H_i``."""
-        k = self.keys_bkg_models().index(self.bkg_model(key) and key)
+        self.bkg_model(key)  # a clear error for an unknown key
+        k = self.keys_bkg_models().index(key)
         prod = fm.background_product(self._forward, self._data_values(dataspace_histogram))
         return float(prod[k])
 

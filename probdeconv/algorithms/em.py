@@ -98,9 +98,14 @@ def make_params(
     minimum_flux: float = 0.0,
     smoothing_fwhm_rad: float = 0.0,
     n_bkg: int | None = None,
+    exposure: jax.Array | None = None,
 ) -> EMParams:
-    """Precompute exposure, weighting filter and summed backgrounds (spec §2, shared init)."""
-    s = fm.summed_exposure(datasets)
+    """Precompute exposure, weighting filter and summed backgrounds (spec §2, shared init).
+
+    ``exposure`` (the summed exposure map) may be given when already known, which saves a
+    pass over the response.
+    """
+    s = fm.summed_exposure(datasets) if exposure is None else jnp.asarray(exposure)
     if mask is None:
         mask = jnp.ones(s.shape, dtype=bool)
     mask = jnp.asarray(mask, dtype=bool)

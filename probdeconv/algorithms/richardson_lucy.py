@@ -83,7 +83,8 @@ class _EMShell(DeconvolutionAlgorithmBase):
             weighting_index=self.response_weighting_index,
             bkg_range=np.array([self.dict_bkg_norm_range[k] for k in keys]).reshape(-1, 2),
             alpha_max=self.alpha_max, minimum_flux=self.minimum_flux,
-            smoothing_fwhm_rad=float(self.smoothing_fwhm.to_value(u.rad)), n_bkg=len(keys))
+            smoothing_fwhm_rad=float(self.smoothing_fwhm.to_value(u.rad)), n_bkg=len(keys),
+            exposure=jnp.asarray(s, dtype=self._datasets[0].counts.dtype))
         if self.do_response_weighting:
             self.response_weighting_filter = np.asarray(self._params.weight)
         bkg = jnp.asarray([self.dict_bkg_norm[k] for k in keys], dtype=model.dtype)
