@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import dataclasses
 import json
 import multiprocessing as mp
 import time
@@ -59,7 +58,7 @@ def _one_sky(i: int, args: dict) -> dict:
     truth = rng.gamma(k, theta, size=s.shape)
     expected = np.asarray(fm.expected_counts(ds, jnp.asarray(truth), jnp.asarray([1.0])))
     counts = rng.poisson(expected).astype(float)
-    data = dataclasses.replace(ds, counts=jnp.asarray(counts))
+    data = fm.with_counts(ds, counts)
     problem = Problem.from_datasets([data], image_prior="gamma", gamma=(k, theta), n_bkg=1,
                                     bkg_free=False, bkg_norm=[1.0])
     t0 = time.perf_counter()

@@ -44,7 +44,8 @@ from . import accelerate
 
 __all__ = ["EMOptions", "EMParams", "EMState", "EMInfo", "init", "step", "squarem",
            "make_params", "calc_alpha", "state_loglik", "build_step", "sky_counts",
-           "expectations", "logliks"]
+           "expectations", "logliks", "ratios_and_backprojection",
+           "background_products"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class EMParams(NamedTuple):
 class EMState(NamedTuple):
     model: jax.Array  # [lb, Ei]
     bkg_norm: jax.Array  # [K]
-    sky: tuple  # per dataset [t, i]: A λ, the sky part of the expectation
+    sky: tuple  # per dataset [n_obs + 1]: reduced sky part of the expectation (fm.reduced_sky)
     iteration: jax.Array  # int
 
 
@@ -134,20 +135,35 @@ def make_params(
 
 
 def sky_counts(datasets, model) -> tuple:
-    """``A λ`` per dataset (one forward projection each)."""
-    return tuple(fm.sky_counts(ds, model) for ds in datasets)
+    """Reduced sky ``[(A λ)[obs], Σ A λ]`` per dataset (one forward projection each)."""
+    return tuple(fm.reduced_sky(ds, model) for ds in datasets)
 
 
 def expectations(datasets, sky, bkg_norm) -> tuple:
-    """``E = A λ + ε + Σ b B`` per dataset from the stored sky part."""
-    return tuple(s + fm.ALMOST_ZERO + fm.background_counts(ds, bkg_norm)
-                 for ds, s in zip(datasets, sky))
+    """Reduced ``E = A λ + ε + Σ b B`` per dataset from the stored reduced sky."""
+    return tuple(fm.reduced_expectation(ds, s, bkg_norm) for ds, s in zip(datasets, sky))
 
 
 def logliks(datasets, sky, bkg_norm) -> jax.Array:
     """Log-likelihood per dataset, ``[n_datasets]``."""
-    return jnp.stack([fm.log_likelihood(ds, e)
+    return jnp.stack([fm.reduced_log_likelihood(ds, e)
                       for ds, e in zip(datasets, expectations(datasets, sky, bkg_norm))])
+
+
+def ratios_and_backprojection(datasets, expect):
+    """``d / E`` at the observed bins per dataset, and ``Σ_datasets Aᵀ(d / E)``."""
+    ratios = [ds.obs_counts / e[:-1] for ds, e in zip(datasets, expect)]  # [n_obs]
+    t = sum(fm.reduced_backproject(ds, r) for ds, r in zip(datasets, ratios))  # [lb, Ei]
+    return ratios, t
+
+
+def background_products(datasets, ratios, n_bkg_like: jax.Array) -> jax.Array:
+    """``Σ_i B_k,i (d / E)_i`` per global background, summed over datasets."""
+    prod = jnp.zeros_like(n_bkg_like)
+    for ds, r in zip(datasets, ratios):
+        if ds.bkg_index:
+            prod = prod.at[jnp.asarray(ds.bkg_index)].add(fm.reduced_background_product(ds, r))
+    return prod
 
 
 def init(model: jax.Array, bkg_norm: jax.Array, datasets: Sequence[fm.Dataset],
@@ -208,17 +224,13 @@ def state_loglik(model: jax.Array, datasets: Sequence[fm.Dataset],
 
 def _m_step(state: EMState, datasets, params: EMParams, options: EMOptions, expectations):
     """M-step: image update ``δ`` and new background normalisations."""
-    ratios = [ds.counts / e for ds, e in zip(datasets, expectations)]  # [t, i]
-    t = fm.summed_backproject(datasets, ratios)  # [lb, Ei]
+    ratios, t = ratios_and_backprojection(datasets, expectations)
     free = params.mask & (params.exposure > 0)
     s_safe = jnp.where(free, params.exposure, 1.0)
     delta = jnp.where(free, state.model * (t / s_safe - 1.0), 0.0)
     bkg_norm = state.bkg_norm
     if options.optimize_bkg and bkg_norm.shape[0] > 0:
-        prod = jnp.zeros_like(bkg_norm)
-        for ds, r in zip(datasets, ratios):
-            if ds.bkg_index:
-                prod = prod.at[jnp.asarray(ds.bkg_index)].add(fm.background_product(ds, r))
+        prod = background_products(datasets, ratios, bkg_norm)
         new = bkg_norm * prod / jnp.where(params.summed_bkg > 0, params.summed_bkg, 1.0)
         new = jnp.where(params.summed_bkg > 0, new, bkg_norm)
         bkg_norm = jnp.clip(new, params.bkg_range[:, 0], params.bkg_range[:, 1])
@@ -274,7 +286,7 @@ def _searched_update(state, datasets, params, kind, processed, bkg_norm):
     base = expectations(datasets, state.sky, bkg_norm)  # E(0) = A λ + ε + Σ b B
 
     def objective(alpha):  # log-likelihood per dataset along the step; no response pass
-        return jnp.stack([fm.log_likelihood(ds, b + alpha * sd)
+        return jnp.stack([fm.reduced_log_likelihood(ds, b + alpha * sd)
                           for ds, b, sd in zip(datasets, base, sky_d)])
 
     alpha, loglik = accelerate.search_alpha(kind, objective, lo, hi)

@@ -26,7 +26,15 @@ from .. import forward as fm
 from .. import priors as pr
 from ..errors import ParameterError
 from . import accelerate
-from .em import EMParams, EMState, expectations, logliks, sky_counts
+from .em import (
+    EMParams,
+    EMState,
+    background_products,
+    expectations,
+    logliks,
+    ratios_and_backprojection,
+    sky_counts,
+)
 
 __all__ = ["MAPOptions", "MAPParams", "MAPInfo", "init", "step", "log_priors",
            "log_posterior", "build_step", "TRACE_COUNT"]
@@ -93,8 +101,7 @@ def log_posterior(datasets, model, bkg_norm, sky, params, options) -> jax.Array:
 def _map_update(state: EMState, datasets, params: MAPParams, options: MAPOptions):
     em_p = params.em
     expect = expectations(datasets, state.sky, state.bkg_norm)
-    ratios = [ds.counts / e for ds, e in zip(datasets, expect)]  # [t, i]
-    t = fm.summed_backproject(datasets, ratios)  # [lb, Ei]
+    ratios, t = ratios_and_backprojection(datasets, expect)  # d / E at observed bins, Aᵀ(d / E)
     free = em_p.mask & (em_p.exposure > 0)
     denom = jnp.where(free, em_p.exposure + 1.0 / params.theta, 1.0)
     model_em = jnp.where(free, (state.model * t + params.k - 1.0) / denom, 0.0)
@@ -111,10 +118,7 @@ def _map_update(state: EMState, datasets, params: MAPParams, options: MAPOptions
     model = jnp.maximum(model, em_p.minimum_flux)
     bkg = state.bkg_norm
     if options.optimize_bkg and bkg.shape[0] > 0:
-        prod = jnp.zeros_like(bkg)
-        for ds, r in zip(datasets, ratios):
-            if ds.bkg_index:
-                prod = prod.at[jnp.asarray(ds.bkg_index)].add(fm.background_product(ds, r))
+        prod = background_products(datasets, ratios, bkg)
         new = (bkg * prod + params.k_bkg - 1.0) / (em_p.summed_bkg + 1.0 / params.theta_bkg)
         new = jnp.where(em_p.summed_bkg > 0, new, bkg)
         bkg = jnp.clip(new, em_p.bkg_range[:, 0], em_p.bkg_range[:, 1])

@@ -196,6 +196,14 @@ class _EMShell(DeconvolutionAlgorithmBase):
             raise FileFormatError(f"{path}: image shape {data['model'].shape} does not match "
                                   f"this run's {tuple(st.model.shape)}.")
         dt = st.model.dtype
+        for i, s in enumerate(st.sky):
+            got = data.get(f"sky{i}")
+            if got is None or got.shape != tuple(s.shape):
+                raise FileFormatError(
+                    f"{path}: expectation of dataset {i} has shape "
+                    f"{None if got is None else got.shape}; this run needs {tuple(s.shape)} "
+                    "(the checkpoint was written for other data or by another probdeconv "
+                    "version). Start the run afresh without --resume.")
         sky = tuple(jnp.asarray(data[f"sky{i}"], dtype=dt) for i in range(len(st.sky)))
         self._state = st._replace(model=jnp.asarray(data["model"], dtype=dt),
                                   bkg_norm=jnp.asarray(data["bkg_norm"], dtype=dt), sky=sky,

@@ -23,7 +23,6 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import time
@@ -34,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from .. import forward as fm
 from ..algorithms import em, map_em
 from ..errors import ParameterError
 from ..priors import GammaPrior
@@ -62,7 +62,7 @@ def _replicates(counts, datasets, params, image0, bkg0, options, iterations: int
     step = map_em.step if isinstance(options, map_em.MAPOptions) else em.step
 
     def one(cs):
-        dss = tuple(dataclasses.replace(ds, counts=c) for ds, c in zip(datasets, cs))
+        dss = tuple(fm.with_counts(ds, c) for ds, c in zip(datasets, cs))
         state = em.init(image0, bkg0, dss, params)
 
         def body(st, _):
