@@ -269,7 +269,7 @@ def make_dataset(
             ccm_values=jnp.asarray(values, dtype=dtype),
         )
     response = jnp.asarray(response.reshape(n_v * n_e, d), dtype=dtype)
-    ds = Dataset(
+    return Dataset(
         counts=jnp.asarray(counts.reshape(n_t, d), dtype=dtype),
         response=response,
         backgrounds=jnp.asarray(bkg_arr, dtype=dtype),
@@ -279,8 +279,8 @@ def make_dataset(
         n_energies=int(n_e),
         bkg_index=bkg_index,
         **fields,
+        **_observed_view(counts.reshape(-1), bkg_arr.reshape(len(bkgs), n_t * d), dtype),
     )
-    return with_counts(ds, ds.counts)
 
 
 OBS_LENGTH_STEPS = 64
@@ -302,8 +302,23 @@ def _observed_bins(flat: np.ndarray) -> np.ndarray:
         return np.arange(n)
     quantum = max(1, -(-n // OBS_LENGTH_STEPS))
     length = min(n, -(-max(nz.size, 1) // quantum) * quantum)
-    extra = np.flatnonzero(flat == 0)[:length - nz.size]
+    need = length - nz.size
+    extra = np.zeros(0, dtype=nz.dtype)
+    stop = min(n, 4 * need)
+    while extra.size < need:  # the first empty bins, without indexing all of them
+        extra = np.flatnonzero(flat[:stop] == 0)[:need]
+        stop = min(n, 2 * stop)
     return np.sort(np.concatenate([nz, extra]))
+
+
+def _observed_view(flat: np.ndarray, bkg: np.ndarray, dtype) -> dict:
+    """Observed-bin fields of a :class:`Dataset` from host counts ``[n]`` and templates
+    ``[k, n]``."""
+    itype = np.int64 if flat.size >= 2**31 else np.int32
+    nz = _observed_bins(flat).astype(itype)
+    return dict(obs_index=jnp.asarray(nz), obs_counts=jnp.asarray(flat[nz], dtype=dtype),
+                obs_backgrounds=jnp.asarray(bkg[:, nz], dtype=dtype),
+                bkg_totals=jnp.asarray(bkg.sum(axis=1), dtype=dtype))
 
 
 def with_counts(ds: Dataset, counts) -> Dataset:
@@ -314,28 +329,20 @@ def with_counts(ds: Dataset, counts) -> Dataset:
     counts.  Use this, not ``dataclasses.replace``, to swap the counts.
     """
     dtype = ds.counts.dtype
-    bkg = ds.backgrounds.reshape(ds.backgrounds.shape[0], ds.n_bins)
     if isinstance(counts, jax.core.Tracer):
         counts = counts.astype(dtype).reshape(ds.counts.shape)
-        flat = counts.reshape(-1)
-        index = jnp.arange(flat.shape[0], dtype=jnp.int32)
-        obs_counts, obs_bkg = flat, bkg
-    else:
-        host = np.asarray(counts, dtype=np.float64)
-        if host.size != ds.n_bins:
-            raise DataError(f"with_counts: got {host.size} bins of counts; the dataset has "
-                            f"{ds.n_bins} ({ds.counts.shape}).")
-        _check_finite_nonneg("with_counts: counts", host, "counts")
-        flat = host.reshape(-1)
-        itype = np.int64 if flat.size >= 2**31 else np.int32
-        nz = _observed_bins(flat).astype(itype)
-        counts = jnp.asarray(host.reshape(ds.counts.shape), dtype=dtype)
-        index = jnp.asarray(nz)
-        obs_counts = jnp.asarray(flat[nz], dtype=dtype)
-        obs_bkg = jnp.asarray(np.asarray(bkg)[:, nz], dtype=dtype)
-    return dataclasses.replace(
-        ds, counts=counts, obs_index=index, obs_counts=obs_counts, obs_backgrounds=obs_bkg,
-        bkg_totals=jnp.sum(bkg, axis=1))
+        bkg = ds.backgrounds.reshape(ds.backgrounds.shape[0], ds.n_bins)
+        return dataclasses.replace(
+            ds, counts=counts, obs_index=jnp.arange(ds.n_bins, dtype=jnp.int32),
+            obs_counts=counts.reshape(-1), obs_backgrounds=bkg, bkg_totals=jnp.sum(bkg, axis=1))
+    host = np.asarray(counts, dtype=np.float64)
+    if host.size != ds.n_bins:
+        raise DataError(f"with_counts: got {host.size} bins of counts; the dataset has "
+                        f"{ds.n_bins} ({ds.counts.shape}).")
+    _check_finite_nonneg("with_counts: counts", host, "counts")
+    bkg = np.asarray(ds.backgrounds).reshape(ds.backgrounds.shape[0], ds.n_bins)
+    return dataclasses.replace(ds, counts=jnp.asarray(host.reshape(ds.counts.shape), dtype=dtype),
+                               **_observed_view(host.reshape(-1), bkg, dtype))
 
 
 # --------------------------------------------------------------------------- sky part
