@@ -114,3 +114,20 @@ def test_kill_and_resume_gives_the_same_image(sim_dir, tmp_path):
     ref_rows = (ref / "iterations.csv").read_text().splitlines()
     out_rows = (out / "iterations.csv").read_text().splitlines()
     assert ref_rows == out_rows
+
+
+def test_resume_refuses_a_checkpoint_of_other_data(sim_dir, tmp_path, capsys):
+    """A checkpoint whose stored expectation does not fit this run's data is named, not used."""
+    out = tmp_path / "o"
+    base = ["--quiet", "run", str(ROOT / "models" / "rl.yml"), "--data", str(sim_dir),
+            "--out", str(out), "--checkpoint-every", "1",
+            "--set", "deconvolution:parameter:iteration_max=2"]
+    assert main(base) == 0
+    ckpt = out / "checkpoint.npz"
+    with np.load(ckpt) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["sky0"] = arrays["sky0"][:-1]  # as if written for data with other non-zero bins
+    np.savez(ckpt, **arrays)
+    assert main([*base, "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "expectation of dataset 0" in err[0] and "afresh" in err[0]
