@@ -462,6 +462,9 @@ def test_several_groups_and_overwrite(tmp_path: Path, rng: np.random.Generator) 
     _assert_same(read_histogram(path, "ccm"), first)
     _assert_same(read_histogram(path), first)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["multi.h5"]
+    os.chmod(path, 0o640)  # adding a group keeps the file's permissions
+    write_histogram(second, path, name="extra")
+    assert os.stat(path).st_mode & 0o777 == 0o640
 
 
 def test_write_refuses_non_hdf5_target(tmp_path: Path, rng: np.random.Generator) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,8 @@ __all__ = ["atomic_target"]
 @contextlib.contextmanager
 def atomic_target(path: str | os.PathLike, overwrite: bool, what: str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` when the block ends.
+
+    A file that is replaced keeps its permissions; a new one gets the umask's.
 
     Raises
     ------
@@ -38,9 +41,12 @@ def atomic_target(path: str | os.PathLike, overwrite: bool, what: str) -> Iterat
     tmp = Path(name)
     try:
         yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+        if path.is_file():  # a replaced file keeps its permissions
+            shutil.copymode(path, tmp)
+        else:
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

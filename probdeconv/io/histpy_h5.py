@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from probdeconv.histogram import (
     Histogram,
     as_histogram,
 )
+from probdeconv.io.atomic import atomic_target
 
 __all__ = ["read_histogram", "write_histogram"]
 
@@ -210,27 +210,12 @@ def write_histogram(hist: Any, path: str | os.PathLike, name: str = "hist",
     """
     hist = as_histogram(hist)
     path = Path(path)
-    parent = path.parent
-    if not parent.is_dir():
-        raise FileFormatError(f"{path}: directory {parent} does not exist; create it first")
     if path.exists() and not path.is_file():
         raise FileFormatError(f"{path} exists and is not a file; choose another path")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        if path.exists() and _add_to_copy(path, tmp, hist, name, overwrite):
-            shutil.copymode(path, tmp)
-        else:
+    with atomic_target(path, overwrite=True, what="histogram file") as tmp:
+        if not (path.exists() and _add_to_copy(path, tmp, hist, name, overwrite)):
             with h5py.File(tmp, "w") as f:
                 _write_group(f, name, hist)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     logger.debug("wrote histogram %r to %s", name, path)
 
 
