@@ -16,7 +16,7 @@ import numpy as np
 
 from probdeconv.errors import AxisMismatchError, DataError, ParameterError
 
-__all__ = ["Axis", "HealpixAxis", "Axes"]
+__all__ = ["Axis", "HealpixAxis", "Axes", "normalize_scheme"]
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +218,9 @@ def _describe(a: Axis) -> str:
     return f"{type(a).__name__} {a.label!r} (edges {_short(a._edges)}{unit}{extra})"
 
 
-def _norm_scheme(scheme: str) -> str:
-    s = str(scheme).upper()
+def normalize_scheme(scheme: str) -> str:
+    """``'RING'`` or ``'NESTED'`` for any spelling of a HEALPix scheme (``nest`` too)."""
+    s = str(scheme).strip().upper()
     if s == "RING":
         return "RING"
     if s in ("NEST", "NESTED"):
@@ -251,7 +252,7 @@ class HealpixAxis(Axis):
     def __init__(self, nside: int | None = None, scheme: str = "ring", edges: Any = None,
                  label: str | None = None, coordsys: Any = None) -> None:
         where = f"HealpixAxis {label!r}"
-        self._scheme = _norm_scheme(scheme)
+        self._scheme = normalize_scheme(scheme)
         if edges is not None:
             e = np.asarray(edges)
             if e.dtype.kind == "f" and np.all(np.isfinite(e)) and np.all(e == np.round(e)):

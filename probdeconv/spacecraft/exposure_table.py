@@ -26,6 +26,7 @@ import astropy.units as u
 import healpy as hp
 import numpy as np
 
+from probdeconv.axes import normalize_scheme
 from probdeconv.errors import DataError, ParameterError
 from probdeconv.histogram import CooContents, HealpixAxis, Histogram, _coalesce
 from probdeconv.io.exposure_fits import read_exposure_table, write_exposure_table
@@ -44,12 +45,8 @@ _RAGGED = ("zpointing", "xpointing", "delta_time", "livetime", "earth_zenith", "
 
 
 def _norm_scheme(scheme: Any) -> str:
-    s = str(scheme).strip().lower()
-    if s == "ring":
-        return "ring"
-    if s in ("nest", "nested"):
-        return "nested"
-    raise ParameterError(f"exposure table scheme {scheme!r}: expected 'ring' or 'nested'")
+    """The table's spelling of a HEALPix scheme: ``'ring'`` or ``'nested'``."""
+    return normalize_scheme(scheme).lower()
 
 
 class ExposureTableColumns(Mapping):
