@@ -2,13 +2,16 @@
 
 Examples
 --------
->>> from probdeconv import ImageDeconvolution                        # doctest: +SKIP
->>> deconv = ImageDeconvolution()
->>> deconv.set_dataset([data]); deconv.set_mask(mask)
->>> deconv.read_parameterfile("models/rl.yml")
->>> deconv.override_parameter("deconvolution:parameter:iteration_max = 30")
->>> deconv.initialize()
->>> results = deconv.run_deconvolution()
+With ``data`` a :class:`~probdeconv.DataIF_COSI_DC2` and ``mask`` a boolean image (or
+``None``)::
+
+    from probdeconv import ImageDeconvolution
+    deconv = ImageDeconvolution()
+    deconv.set_dataset([data]); deconv.set_mask(mask)
+    deconv.read_parameterfile("models/rl.yml")
+    deconv.override_parameter("deconvolution:parameter:iteration_max = 30")
+    deconv.initialize()
+    results = deconv.run_deconvolution()
 """
 
 from __future__ import annotations
