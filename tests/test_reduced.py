@@ -34,13 +34,22 @@ def test_observed_view_holds_every_nonzero_bin(local):
     assert idx.size % quantum == 0 or idx.size == flat.size
 
 
+def _idx(ds):
+    return np.arange(ds.n_bins) if ds.observes_all else np.asarray(ds.obs_index)
+
+
+RATES = pytest.mark.parametrize("rate", [0.15, 3.0], ids=["sparse", "dense"])
+
+
+@RATES
 @pytest.mark.parametrize("local", [False, True], ids=["galactic", "spacecraft"])
-def test_reduced_sky_and_expectation_match_the_dense_arrays(local):
-    ds = _sparse_dataset(local)
+def test_reduced_sky_and_expectation_match_the_dense_arrays(local, rate):
+    ds = _sparse_dataset(local, rate=rate)
+    assert ds.observes_all == (rate > 1)
     lam = jnp.asarray(np.random.default_rng(3).random(ds.model_shape))
     bkg = jnp.asarray([0.7])
     dense_sky = np.asarray(fm.sky_counts(ds, lam)).ravel()
-    idx = np.asarray(ds.obs_index)
+    idx = _idx(ds)
     rs = np.asarray(fm.reduced_sky(ds, lam))
     np.testing.assert_allclose(rs[:-1], dense_sky[idx], rtol=1e-13)
     assert rs[-1] == pytest.approx(dense_sky.sum(), rel=1e-12)
@@ -55,12 +64,13 @@ def test_reduced_sky_and_expectation_match_the_dense_arrays(local):
         pytest.approx(want, rel=1e-12)
 
 
+@RATES
 @pytest.mark.parametrize("local", [False, True], ids=["galactic", "spacecraft"])
-def test_reduced_backproject_is_the_adjoint(local):
+def test_reduced_backproject_is_the_adjoint(local, rate):
     """<(A x)[obs], h> = <x, reduced_backproject(h)>, and it equals Aᵀ of the dense h."""
-    ds = _sparse_dataset(local)
+    ds = _sparse_dataset(local, rate=rate)
     rng = np.random.default_rng(5)
-    n_obs = ds.obs_index.shape[0]
+    n_obs = ds.n_observed
     for _ in range(3):
         x = jnp.asarray(rng.random(ds.model_shape))
         h = jnp.asarray(rng.random(n_obs))
@@ -68,7 +78,7 @@ def test_reduced_backproject_is_the_adjoint(local):
         rhs = float(jnp.vdot(x, fm.reduced_backproject(ds, h)))
         assert lhs == pytest.approx(rhs, rel=1e-12)
         dense = np.zeros(ds.n_bins)
-        dense[np.asarray(ds.obs_index)] = np.asarray(h)
+        dense[_idx(ds)] = np.asarray(h)
         np.testing.assert_allclose(
             fm.reduced_backproject(ds, h),
             fm.backproject(ds, jnp.asarray(dense.reshape(ds.counts.shape))), rtol=1e-12)

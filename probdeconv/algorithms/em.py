@@ -152,7 +152,7 @@ def logliks(datasets, sky, bkg_norm) -> jax.Array:
 
 def ratios_and_backprojection(datasets, expect):
     """``d / E`` at the observed bins per dataset, and ``Σ_datasets Aᵀ(d / E)``."""
-    ratios = [ds.obs_counts / e[:-1] for ds, e in zip(datasets, expect)]  # [n_obs]
+    ratios = [fm.observed_counts(ds) / e[:-1] for ds, e in zip(datasets, expect)]  # [n_obs]
     t = sum(fm.reduced_backproject(ds, r) for ds, r in zip(datasets, ratios))  # [lb, Ei]
     return ratios, t
 

@@ -49,6 +49,8 @@ from .model import (
     expected_counts,
     exposure,
     log_likelihood,
+    observed,
+    observed_counts,
     reduced_background_product,
     reduced_backproject,
     reduced_expectation,
@@ -58,6 +60,7 @@ from .model import (
     summed_backproject,
     summed_exposure,
     total_log_likelihood,
+    unobserved,
 )
 
 __all__ = [
@@ -73,6 +76,9 @@ __all__ = [
     "background_product",
     "log_likelihood",
     "with_counts",
+    "observed",
+    "observed_counts",
+    "unobserved",
     "reduced_sky",
     "reduced_expectation",
     "reduced_log_likelihood",

@@ -41,6 +41,7 @@ class Dataset:
     ccm_tv: jax.Array | None = None  # [nnz] flat (t, v) index
     ccm_l: jax.Array | None = None  # [nnz] model pixel index
     ccm_values: jax.Array | None = None  # [nnz] dwell time (s)
+    # observed-bin view (all three None: the view is every bin, see ``observes_all``)
     obs_index: jax.Array | None = None  # [n_obs] flat (t, i) index of the observed bins
     obs_counts: jax.Array | None = None  # [n_obs] counts there
     obs_backgrounds: jax.Array | None = None  # [k, n_obs] background templates there
@@ -67,6 +68,16 @@ class Dataset:
     @property
     def model_shape(self) -> tuple[int, int]:
         return (self.n_model_pixels, self.n_energies)
+
+    @property
+    def observes_all(self) -> bool:
+        """True when the observed-bin view is the whole data space (dense or traced counts)."""
+        return self.obs_index is None
+
+    @property
+    def n_observed(self) -> int:
+        """Length of the observed-bin view."""
+        return self.n_bins if self.obs_index is None else self.obs_index.shape[0]
 
     @property
     def n_bins(self) -> int:
@@ -231,10 +242,10 @@ OBS_LENGTH_STEPS = 64
 """The observed-bin view's length is rounded up to a multiple of ``n_bins / 64``."""
 
 
-def _observed_bins(flat: np.ndarray) -> np.ndarray:
+def _observed_bins(flat: np.ndarray) -> np.ndarray | None:
     """Sorted indices of the non-zero bins, plus the first empty bins needed to round
-    their number up to a multiple of ``ceil(n_bins / OBS_LENGTH_STEPS)`` (all bins when
-    more than half are non-zero).
+    their number up to a multiple of ``ceil(n_bins / OBS_LENGTH_STEPS)``; ``None`` (all
+    bins, no index) when more than half are non-zero.
 
     Rounding keeps the array shapes, hence the compiled iteration, the same for data sets
     of the same shape whose numbers of non-zero bins differ a little; the added bins have
@@ -243,7 +254,7 @@ def _observed_bins(flat: np.ndarray) -> np.ndarray:
     n = flat.size
     nz = np.flatnonzero(flat)
     if 2 * nz.size > n:
-        return np.arange(n)
+        return None
     quantum = max(1, -(-n // OBS_LENGTH_STEPS))
     length = min(n, -(-max(nz.size, 1) // quantum) * quantum)
     need = length - nz.size
@@ -258,27 +269,28 @@ def _observed_bins(flat: np.ndarray) -> np.ndarray:
 def _observed_view(flat: np.ndarray, bkg: np.ndarray, dtype) -> dict:
     """Observed-bin fields of a :class:`Dataset` from host counts ``[n]`` and templates
     ``[k, n]``."""
-    itype = np.int64 if flat.size >= 2**31 else np.int32
-    nz = _observed_bins(flat).astype(itype)
+    totals = jnp.asarray(bkg.sum(axis=1), dtype=dtype)
+    nz = _observed_bins(flat)
+    if nz is None:  # dense data: the view is the whole data space, no index
+        return dict(obs_index=None, obs_counts=None, obs_backgrounds=None, bkg_totals=totals)
+    nz = nz.astype(np.int64 if flat.size >= 2**31 else np.int32)
     return dict(obs_index=jnp.asarray(nz), obs_counts=jnp.asarray(flat[nz], dtype=dtype),
-                obs_backgrounds=jnp.asarray(bkg[:, nz], dtype=dtype),
-                bkg_totals=jnp.asarray(bkg.sum(axis=1), dtype=dtype))
+                obs_backgrounds=jnp.asarray(bkg[:, nz], dtype=dtype), bkg_totals=totals)
 
 
 def with_counts(ds: Dataset, counts) -> Dataset:
     """The dataset with other counts (same shape), its observed-bin view rebuilt.
 
     Concrete counts get the view of their non-zero bins; counts traced by ``jit`` /
-    ``vmap`` (e.g. bootstrap replicates) get a view of every bin, which is right for any
-    counts.  Use this, not ``dataclasses.replace``, to swap the counts.
+    ``vmap`` (e.g. bootstrap replicates) get the whole data space as the view (no index),
+    which is right for any counts.  Use this, not ``dataclasses.replace``, to swap the counts.
     """
     dtype = ds.counts.dtype
     if isinstance(counts, jax.core.Tracer):
         counts = counts.astype(dtype).reshape(ds.counts.shape)
         bkg = ds.backgrounds.reshape(ds.backgrounds.shape[0], ds.n_bins)
-        return dataclasses.replace(
-            ds, counts=counts, obs_index=jnp.arange(ds.n_bins, dtype=jnp.int32),
-            obs_counts=counts.reshape(-1), obs_backgrounds=bkg, bkg_totals=jnp.sum(bkg, axis=1))
+        return dataclasses.replace(ds, counts=counts, obs_index=None, obs_counts=None,
+                                   obs_backgrounds=None, bkg_totals=jnp.sum(bkg, axis=1))
     host = np.asarray(counts, dtype=np.float64)
     if host.size != ds.n_bins:
         raise DataError(f"with_counts: got {host.size} bins of counts; the dataset has "

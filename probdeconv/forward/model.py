@@ -21,6 +21,9 @@ __all__ = [
     "exposure",
     "background_product",
     "log_likelihood",
+    "observed",
+    "observed_counts",
+    "unobserved",
     "reduced_sky",
     "reduced_expectation",
     "reduced_log_likelihood",
@@ -116,8 +119,37 @@ def log_likelihood(ds: Dataset, expectation: jax.Array) -> jax.Array:
 
     ``log E`` is evaluated at the observed bins only (``d log E`` is 0 elsewhere).
     """
+    if ds.observes_all:
+        d = ds.counts
+        return jnp.sum(jnp.where(d > 0, d * jnp.log(expectation), 0.0)) - jnp.sum(expectation)
     e_obs = expectation.reshape(-1)[ds.obs_index]
     return jnp.sum(ds.obs_counts * jnp.log(e_obs)) - jnp.sum(expectation)
+
+
+def observed(ds: Dataset, a: jax.Array) -> jax.Array:
+    """Values of a data-space array ``[t, i]`` at the observed bins, ``[n_obs]``."""
+    flat = a.reshape(-1)
+    return flat if ds.observes_all else flat[ds.obs_index]
+
+
+def observed_counts(ds: Dataset) -> jax.Array:
+    """The counts at the observed bins, ``[n_obs]``."""
+    return ds.counts.reshape(-1) if ds.observes_all else ds.obs_counts
+
+
+def _observed_backgrounds(ds: Dataset) -> jax.Array:
+    if ds.observes_all:
+        return ds.backgrounds.reshape(ds.backgrounds.shape[0], ds.n_bins)
+    return ds.obs_backgrounds
+
+
+def unobserved(ds: Dataset, h_obs: jax.Array) -> jax.Array:
+    """The data-space array ``[t, i]`` equal to ``h_obs`` at the observed bins, 0 elsewhere."""
+    if ds.observes_all:
+        return h_obs.reshape(ds.counts.shape)
+    h = jnp.zeros(ds.n_bins, h_obs.dtype).at[ds.obs_index].set(
+        h_obs, indices_are_sorted=True, unique_indices=True)
+    return h.reshape(ds.counts.shape)
 
 
 # --------------------------------------------------------------------------- reduced form
@@ -130,7 +162,7 @@ def reduced_sky(ds: Dataset, model: jax.Array) -> jax.Array:
     m = _rotate(ds, model)  # [t, (v, Ei)]
     full = ds.pixel_area * (m @ ds.response)  # [t, i]
     total = ds.pixel_area * jnp.sum(m @ ds.response_totals)  # Σ_i (A λ)_i from row sums
-    return jnp.concatenate([full.reshape(-1)[ds.obs_index], total[None]])
+    return jnp.concatenate([observed(ds, full), total[None]])
 
 
 def reduced_expectation(ds: Dataset, rsky: jax.Array, bkg_norm: jax.Array,
@@ -141,28 +173,26 @@ def reduced_expectation(ds: Dataset, rsky: jax.Array, bkg_norm: jax.Array,
     total = total + ds.n_bins * almost_zero
     if ds.bkg_index:
         b = bkg_norm[jnp.asarray(ds.bkg_index)]  # [k]
-        obs = obs + b @ ds.obs_backgrounds  # [k] x [k, n_obs] -> [n_obs]
+        obs = obs + b @ _observed_backgrounds(ds)  # [k] x [k, n_obs] -> [n_obs]
         total = total + b @ ds.bkg_totals
     return jnp.concatenate([obs, total[None]])
 
 
 def reduced_log_likelihood(ds: Dataset, rexp: jax.Array) -> jax.Array:
     """``Σ d log E − Σ E`` from a reduced expectation ``[E[obs], Σ E]``."""
-    return jnp.sum(ds.obs_counts * jnp.log(rexp[:-1])) - rexp[-1]
+    return jnp.sum(observed_counts(ds) * jnp.log(rexp[:-1])) - rexp[-1]
 
 
 def reduced_backproject(ds: Dataset, h_obs: jax.Array) -> jax.Array:
     """``Aᵀ H`` of a data-space array that is zero outside the observed bins (given there,
     ``[n_obs]``), shape ``[lb, Ei]``: the adjoint of ``reduced_sky(ds, ·)[:-1]``.
     """
-    h = jnp.zeros(ds.n_bins, h_obs.dtype).at[ds.obs_index].set(
-        h_obs, indices_are_sorted=True, unique_indices=True)
-    return backproject(ds, h.reshape(ds.counts.shape))
+    return backproject(ds, unobserved(ds, h_obs))
 
 
 def reduced_background_product(ds: Dataset, h_obs: jax.Array) -> jax.Array:
     """``Σ_i B_k,i H_i`` for ``H`` zero outside the observed bins, shape ``[k]``."""
-    return ds.obs_backgrounds @ h_obs  # [k, n_obs] x [n_obs] -> [k]
+    return _observed_backgrounds(ds) @ h_obs  # [k, n_obs] x [n_obs] -> [k]
 
 
 # --------------------------------------------------------------------------- several datasets
