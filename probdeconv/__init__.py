@@ -25,6 +25,7 @@ from .histogram import Axes, Axis, HealpixAxis, Histogram, as_histogram  # noqa:
 from .inference.sampling import sample  # noqa: E402
 from .response import CoordsysConversionMatrix, FullDetectorResponse  # noqa: E402
 from .sky import AllSkyImageModel, ModelBase  # noqa: E402
+from .spacecraft import SpacecraftAttitudeExposureTable, SpacecraftFile  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -50,6 +51,8 @@ __all__ = [
     "ProbdeconvError",
     "RichardsonLucy",
     "RichardsonLucySimple",
+    "SpacecraftAttitudeExposureTable",
+    "SpacecraftFile",
     "as_histogram",
     "sample",
 ]

@@ -14,6 +14,7 @@ from probdeconv import (
     RichardsonLucy,
     RichardsonLucySimple,
 )
+from probdeconv.errors import DataError
 from probdeconv.histogram import Axis, HealpixAxis
 
 
@@ -178,3 +179,23 @@ def test_histpy_objects_and_yayc_configurator_are_accepted(tmp_path):
     while not algo.iteration():
         pass
     assert len(algo.results) == 3
+
+
+def test_calc_alpha_method_gives_the_step_of_the_iteration():
+    """cosipy's ``RichardsonLucy.calc_alpha(delta_model, model)`` equals the iteration's α."""
+    ev, bkg, rsp = _problem(5)
+    data = DataIF_COSI_DC2.load("d", ev, {"bkg": bkg}, rsp)
+    par = {"iteration_max": 3, "acceleration": {"activate": True, "alpha_max": 10.0}}
+    algo = RichardsonLucy(_model(), [data], None, par)
+    algo.initialization()
+    seen = []
+    for _ in range(3):
+        before = algo.model.copy()
+        algo.iteration()
+        r = algo.results[-1]
+        seen.append(r["alpha"])
+        assert algo.calc_alpha(r["processed_delta_model"], before) == \
+            pytest.approx(r["alpha"], rel=1e-12)
+    assert max(seen) > 1.0  # the acceleration did act
+    with pytest.raises(DataError, match="same axes"):
+        algo.calc_alpha(np.ones(3), before)

@@ -15,6 +15,7 @@ import astropy.units as u
 import jax.numpy as jnp
 import numpy as np
 
+from ..errors import DataError
 from ..histogram import Histogram
 from ..io.results import save_histogram_series, save_scalar_tables
 from . import em
@@ -279,6 +280,23 @@ class RichardsonLucy(_EMShell):
         r["processed_delta_model"] = self.processed_delta_model
         r["alpha"] = self.alpha
         return r
+
+    def calc_alpha(self, delta_model, model) -> float:
+        """Acceleration parameter for a step ``delta_model`` from ``model`` (cosipy's method).
+
+        The largest ``α`` keeping every unmasked pixel of ``model + α delta_model``
+        non-negative, within ``[1, alpha_max]``; the iterations compute the same inside
+        their compiled step.
+        """
+        delta = np.asarray(delta_model, dtype=np.float64)
+        values = np.asarray(model, dtype=np.float64)
+        if delta.shape != values.shape:
+            raise DataError(f"calc_alpha: delta_model has shape {delta.shape} but model "
+                            f"{values.shape}; pass two maps on the same axes.")
+        mask = np.ones(values.shape, bool) if self.mask is None else \
+            np.asarray(self.mask, dtype=bool)
+        return float(em.calc_alpha(jnp.asarray(values), jnp.asarray(delta),
+                                   jnp.asarray(mask), jnp.asarray(self.alpha_max)))
 
     def check_stopping_criteria(self) -> bool:
         """Never at iteration 1; at ``iteration_max``; or when the gain is below threshold."""
