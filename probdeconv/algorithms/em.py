@@ -157,9 +157,10 @@ def ratios_and_backprojection(datasets, expect):
     return ratios, t
 
 
-def background_products(datasets, ratios, n_bkg_like: jax.Array) -> jax.Array:
-    """``Σ_i B_k,i (d / E)_i`` per global background, summed over datasets."""
-    prod = jnp.zeros_like(n_bkg_like)
+def background_products(datasets, ratios, bkg_norm: jax.Array) -> jax.Array:
+    """``Σ_i B_k,i (d / E)_i`` per global background (shaped like ``bkg_norm``), summed
+    over datasets."""
+    prod = jnp.zeros_like(bkg_norm)
     for ds, r in zip(datasets, ratios):
         if ds.bkg_index:
             prod = prod.at[jnp.asarray(ds.bkg_index)].add(fm.reduced_background_product(ds, r))
