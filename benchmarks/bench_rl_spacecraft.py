@@ -91,6 +91,14 @@ def _rotations(n: int, rng: np.random.Generator) -> np.ndarray:
     ], axis=1)
 
 
+def _aligned_empty(shape) -> np.ndarray:
+    """64-byte-aligned float64 array (probdeconv's helper; imported here so that the cosipy
+    worker, which never builds arrays, needs no probdeconv)."""
+    from probdeconv.forward import aligned_empty
+
+    return aligned_empty(shape)
+
+
 def make_problem(nside: int, seed: int = SEED) -> dict:
     """Build the synthetic problem as numpy arrays (float64)."""
     import healpy as hp
@@ -126,7 +134,7 @@ def make_problem(nside: int, seed: int = SEED) -> dict:
     p_phi *= 0.5 / p_phi.sum()
     zenith = np.degrees(np.arccos(np.clip(vec[2], -1, 1)))
     eff_area = 100.0 * (0.02 + 0.98 * np.exp(-(zenith / 60.0) ** 2))  # cm2
-    response = np.empty((npix, 1, 1, N_PHI, npix))
+    response = _aligned_empty((npix, 1, 1, N_PHI, npix))
     block = max(1, 2_000_000 // (N_PHI * npix))
     for v0 in range(0, npix, block):
         vb = slice(v0, min(v0 + block, npix))
@@ -320,7 +328,9 @@ def read_files(directory: Path) -> dict:
         coords = f["hist/contents/coords"][()]
         values = f["hist/contents/data"][()]
     with h5py.File(directory / FILES["response"], "r") as f:
-        response = f["DRM/COUNTS"][()]
+        dset = f["DRM/COUNTS"]
+        response = _aligned_empty(dset.shape)  # handed to make_dataset without a copy
+        dset.read_direct(response)
         ea = f["DRM/EFF_AREA"][()]
         if not np.all(ea == 1.0):
             response *= ea[None, :, None, None, None]
@@ -358,7 +368,7 @@ def worker_ours(nside: int, directory: Path | None, iterations: int, float32: bo
     dtype = "float32" if float32 else "float64"
     ds = fm.make_dataset(p["counts"], p["response"], [p["bkg"]],
                          ccm=(p["ccm_coords"], p["ccm_values"]), n_model_pixels=npix,
-                         dtype=dtype)
+                         dtype=dtype, share_response=True)
     init_value = p["init_value"]
     del p  # drop the numpy copies (the response above all)
     datasets = (ds,)

@@ -145,6 +145,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         self._coordsys_conv_matrix: CoordsysConversionMatrix | None = None
         self._forward: fm.Dataset | None = None
         self.is_miniDC2_format = False
+        self._owns_response = False  # True when the response was reduced here from a file
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -192,6 +193,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
             logger.info("Reducing the full detector response %s to [NuLambda, Ei, Em, Phi, "
                         "PsiChi]...", rsp.path)
             new._image_response = rsp.to_image_response()
+            new._owns_response = True  # made here: the forward model may keep its memory
         else:
             new._image_response = as_histogram(rsp)
         if coordsys_conv_matrix is not None:
@@ -270,7 +272,8 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
             kw = dict(ccm=ccm.coo(), n_model_pixels=ccm.axes["lb"].nbins)
         self._forward = fm.make_dataset(
             counts, response, bkgs, pixel_area=float(self._model_axes["lb"].pixarea().to_value(
-                u.sr)), dtype=dtype, name=str(self.name), **kw)
+                u.sr)), dtype=dtype, name=str(self.name),
+            share_response=self._owns_response, **kw)
         self._response_unit = expected
         # The forward dataset holds the response now; keep only the axes of the histogram
         # so that the (possibly multi-GB) contents are not held twice.

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from .errors import FileFormatError
+from .forward.dataset import aligned_empty
 from .histogram import Axes, Axis, HealpixAxis, Histogram
 from .io.histpy_h5 import read_histogram
 
@@ -226,12 +227,13 @@ class FullDetectorResponse:
         """Reduce to the dense imaging response ``[NuLambda, Ei, Em, Phi, PsiChi]``.
 
         Reads one ``NuLambda`` pixel at a time, so the file may be larger than memory.
+        The contents are 64-byte aligned (:func:`probdeconv.forward.aligned_empty`).
         """
         axes = Axes([self.axes[label] for label in IMAGE_RESPONSE_AXES])
-        contents = np.empty(axes.nbins)
+        contents = aligned_empty(axes.nbins)  # aligned: the forward model can share it
         for ipix in range(self.npix):
             contents[ipix] = self.pixel(ipix)
-        return Histogram(axes, contents=contents, unit=self.unit)
+        return Histogram(axes, contents=contents, unit=self.unit, copy=False)
 
     def __repr__(self) -> str:
         kind = "sparse" if self.is_sparse else "dense"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_arrays
 
+import probdeconv
 from probdeconv import forward as fm
 from probdeconv.errors import DataError
 
@@ -86,3 +87,69 @@ def test_bad_arrays_are_named(what):
         match = "CCM indices exceed"
     with pytest.raises(DataError, match=match):
         fm.make_dataset(counts, response, bkgs, ccm=ccm)
+
+
+def test_shared_response_is_used_without_a_copy():
+    """An aligned response handed over is the dataset's memory; otherwise it is copied."""
+    counts, response, bkgs, _ = synthetic_arrays(0)
+    aligned = fm.aligned_empty(response.shape)
+    aligned[...] = response
+    assert aligned.ctypes.data % 64 == 0
+    shared = fm.make_dataset(counts, aligned, bkgs, share_response=True)
+    copied = fm.make_dataset(counts, aligned, bkgs)
+    assert shared.response.unsafe_buffer_pointer() == aligned.ctypes.data
+    assert copied.response.unsafe_buffer_pointer() != aligned.ctypes.data
+    aligned[0, 0, 0, 0, 1] += 1.0  # the copy does not follow a later change of the input
+    assert float(copied.response[0, 1]) == response[0, 0, 0, 0, 1]
+    aligned[0, 0, 0, 0, 1] -= 1.0
+    np.testing.assert_array_equal(np.asarray(shared.response), np.asarray(copied.response))
+    lam = jnp.ones(shared.model_shape)
+    np.testing.assert_array_equal(fm.sky_counts(shared, lam), fm.sky_counts(copied, lam))
+    # not shareable (float32 asked for): a converted copy, whatever the flag says
+    f32 = fm.make_dataset(counts, aligned, bkgs, share_response=True, dtype="float32")
+    assert f32.response.dtype == jnp.float32
+
+
+def test_full_detector_response_is_held_once(monkeypatch, tmp_path):
+    """DataIF.load reduces a FullDetectorResponse into memory the forward model then keeps."""
+    from probdeconv import FullDetectorResponse
+    from probdeconv.forward import dataset as fds
+    from probdeconv.simulate import simulate
+
+    sim = simulate(sky="points", nside=2, seed=1, phi_bins=6, out=tmp_path)
+    shared = []
+    original = fds._device_array
+
+    def spy(a, dtype, share):
+        out = original(a, dtype, share)
+        shared.append(share and out.unsafe_buffer_pointer() == a.ctypes.data)
+        return out
+
+    monkeypatch.setattr(fds, "_device_array", spy)
+    with FullDetectorResponse.open(tmp_path / "response.h5") as rsp:
+        data = probdeconv.DataIF_COSI_DC2.load(
+            "d", sim.event, {"bkg": sim.background}, rsp,
+            coordsys_conv_matrix=sim.ccm)
+    assert shared == [True]
+    assert float(np.sum(np.asarray(data.exposure_map))) > 0
+
+
+def test_dataset_does_not_follow_later_changes_of_the_inputs():
+    """Counts, backgrounds, response and CCM given as (aligned) numpy arrays are copied."""
+    counts, response, bkgs, (coords, values) = synthetic_arrays(1, local=True)
+    arrays = {}
+    for key, a in dict(counts=counts, response=response, bkg=bkgs[0], values=values).items():
+        arrays[key] = fm.aligned_empty(a.shape)
+        arrays[key][...] = a
+    ds = fm.make_dataset(arrays["counts"], arrays["response"], [arrays["bkg"]],
+                         ccm=(coords, arrays["values"]))
+    lam = jnp.ones(ds.model_shape)
+    before = float(fm.log_likelihood(ds, fm.expected_counts(ds, lam, jnp.ones(1))))
+    for a in arrays.values():
+        a *= 2.0
+    after = float(fm.log_likelihood(ds, fm.expected_counts(ds, lam, jnp.ones(1))))
+    assert after == before
+    swapped = fm.with_counts(ds, arrays["counts"])
+    arrays["counts"] *= 2.0
+    np.testing.assert_array_equal(np.asarray(swapped.counts).ravel(),
+                                  (arrays["counts"] / 2.0).ravel())

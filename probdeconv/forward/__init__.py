@@ -41,7 +41,14 @@ All functions are pure and jit-able; arrays enter as pytree leaves, never as con
 closed over by compiled code.
 """
 
-from .dataset import ALMOST_ZERO, OBS_LENGTH_STEPS, Dataset, make_dataset, with_counts
+from .dataset import (
+    ALMOST_ZERO,
+    OBS_LENGTH_STEPS,
+    Dataset,
+    aligned_empty,
+    make_dataset,
+    with_counts,
+)
 from .model import (
     background_counts,
     background_product,
@@ -76,6 +83,7 @@ __all__ = [
     "background_product",
     "log_likelihood",
     "with_counts",
+    "aligned_empty",
     "observed",
     "observed_counts",
     "unobserved",

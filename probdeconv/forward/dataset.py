@@ -17,7 +17,8 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["ALMOST_ZERO", "OBS_LENGTH_STEPS", "Dataset", "make_dataset", "with_counts"]
+__all__ = ["ALMOST_ZERO", "OBS_LENGTH_STEPS", "Dataset", "aligned_empty", "make_dataset",
+           "with_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ def make_dataset(
     pixel_area: float | None = None,
     dtype: str | np.dtype = "float64",
     name: str = "dataset",
+    share_response: bool = False,
 ) -> Dataset:
     """Check arrays and build a :class:`Dataset`.
 
@@ -136,6 +138,11 @@ def make_dataset(
     dtype
         ``"float64"`` (default; needs ``jax_enable_x64``, set on import of probdeconv) or
         ``"float32"``.
+    share_response
+        Hand the response array over instead of copying it: when it already has ``dtype``,
+        is C-contiguous and 64-byte aligned (see :func:`aligned_empty`), the dataset uses
+        its memory directly (one copy of a multi-GB response instead of two).  The caller
+        must not modify the array afterwards.  Default ``False`` (copy).
 
     Raises
     ------
@@ -221,11 +228,11 @@ def make_dataset(
         fields = dict(
             ccm_tv=jnp.asarray((t * n_v + v).astype(itype)),
             ccm_l=jnp.asarray(l.astype(np.int32)),
-            ccm_values=jnp.asarray(values, dtype=dtype),
+            ccm_values=_copy(values, dtype),
         )
-    response = jnp.asarray(response.reshape(n_v * n_e, d), dtype=dtype)
+    response = _device_array(response.reshape(n_v * n_e, d), dtype, share_response)
     return Dataset(
-        counts=jnp.asarray(counts.reshape(n_t, d), dtype=dtype),
+        counts=_copy(counts.reshape(n_t, d), dtype),
         response=response,
         backgrounds=jnp.asarray(bkg_arr, dtype=dtype),
         response_totals=jnp.sum(response, axis=1),
@@ -236,6 +243,40 @@ def make_dataset(
         **fields,
         **_observed_view(counts.reshape(-1), bkg_arr.reshape(len(bkgs), n_t * d), dtype),
     )
+
+
+ALIGNMENT = 64
+"""Byte alignment that lets the CPU backend use a host array without copying it."""
+
+
+def aligned_empty(shape, dtype=np.float64) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data start on a 64-byte boundary.
+
+    Fill it and pass it to :func:`make_dataset` with ``share_response=True`` to avoid a
+    second copy of a large response.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    offset = (-buf.ctypes.data) % ALIGNMENT
+    return buf[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+def _device_array(a: np.ndarray, dtype: np.dtype, share: bool) -> jax.Array:
+    """``a`` as a JAX array of ``dtype``: its own memory when shared and suitable, else a copy."""
+    if (share and a.dtype == dtype and a.flags.c_contiguous
+            and a.ctypes.data % ALIGNMENT == 0):
+        return jax.device_put(a, may_alias=True)
+    return _copy(a, dtype)
+
+
+def _copy(a: np.ndarray, dtype) -> jax.Array:
+    """A JAX array of ``dtype`` with memory of its own.
+
+    (``jnp.asarray`` may use an aligned host array's memory directly, which would let a
+    later change of the caller's array change the dataset.)
+    """
+    return jnp.array(a, dtype=dtype, copy=True)
 
 
 OBS_LENGTH_STEPS = 64
@@ -297,6 +338,6 @@ def with_counts(ds: Dataset, counts) -> Dataset:
                         f"{ds.n_bins} ({ds.counts.shape}).")
     _check_finite_nonneg("with_counts: counts", host, "counts")
     bkg = np.asarray(ds.backgrounds).reshape(ds.backgrounds.shape[0], ds.n_bins)
-    return dataclasses.replace(ds, counts=jnp.asarray(host.reshape(ds.counts.shape), dtype=dtype),
+    return dataclasses.replace(ds, counts=_copy(host.reshape(ds.counts.shape), dtype),
                                **_observed_view(host.reshape(-1), bkg, dtype))
 
