@@ -141,3 +141,17 @@ def test_same_shaped_data_reuse_the_compiled_step():
         for _ in range(2):
             state, _ = step(state, (ds,), params)
     assert em.TRACE_COUNT[opts] - before == 1
+
+
+def test_counts_replaced_without_with_counts_are_refused():
+    """dataclasses.replace leaves a stale observed-bin view: the EM set-up names it."""
+    import dataclasses
+
+    from probdeconv.errors import DataError
+
+    ds = _sparse_dataset(True)
+    stale = dataclasses.replace(ds, counts=ds.counts * 2.0)
+    opts = em.EMOptions()
+    with pytest.raises(DataError, match="with_counts"):
+        em.make_params((stale,), opts)
+    em.make_params((fm.with_counts(ds, np.asarray(ds.counts) * 2.0),), opts)  # the right way

@@ -106,6 +106,8 @@ def make_params(
     ``exposure`` (the summed exposure map) may be given when already known, which saves a
     pass over the response.
     """
+    for i, ds in enumerate(datasets):
+        fm.check_observed_view(ds, f"dataset #{i}")
     s = fm.summed_exposure(datasets) if exposure is None else jnp.asarray(exposure)
     if mask is None:
         mask = jnp.ones(s.shape, dtype=bool)
@@ -119,7 +121,7 @@ def make_params(
     summed = jnp.zeros(n_bkg, dtype=s.dtype)
     for ds in datasets:
         if ds.bkg_index:
-            summed = summed.at[jnp.asarray(ds.bkg_index)].add(ds.backgrounds.sum(axis=(1, 2)))
+            summed = summed.at[jnp.asarray(ds.bkg_index)].add(ds.bkg_totals)
     if bkg_range is None:
         bkg_range = np.tile([0.0, 100.0], (n_bkg, 1))
     return EMParams(

@@ -41,59 +41,9 @@ All functions are pure and jit-able; arrays enter as pytree leaves, never as con
 closed over by compiled code.
 """
 
-from .dataset import (
-    ALMOST_ZERO,
-    OBS_LENGTH_STEPS,
-    Dataset,
-    aligned_empty,
-    make_dataset,
-    with_counts,
-)
-from .model import (
-    background_counts,
-    background_product,
-    backproject,
-    expected_counts,
-    exposure,
-    log_likelihood,
-    observed,
-    observed_counts,
-    reduced_background_product,
-    reduced_backproject,
-    reduced_expectation,
-    reduced_log_likelihood,
-    reduced_sky,
-    sky_counts,
-    summed_backproject,
-    summed_exposure,
-    total_log_likelihood,
-    unobserved,
-)
+from . import dataset as _dataset
+from . import model as _model
+from .dataset import *  # noqa: F403  (the names in dataset.__all__)
+from .model import *  # noqa: F403  (the names in model.__all__)
 
-__all__ = [
-    "ALMOST_ZERO",
-    "OBS_LENGTH_STEPS",
-    "Dataset",
-    "make_dataset",
-    "sky_counts",
-    "background_counts",
-    "expected_counts",
-    "backproject",
-    "exposure",
-    "background_product",
-    "log_likelihood",
-    "with_counts",
-    "aligned_empty",
-    "observed",
-    "observed_counts",
-    "unobserved",
-    "reduced_sky",
-    "reduced_expectation",
-    "reduced_log_likelihood",
-    "reduced_backproject",
-    "reduced_background_product",
-    "total_log_likelihood",
-    "summed_backproject",
-    "summed_exposure",
-]
-
+__all__ = [*_dataset.__all__, *_model.__all__]

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import DataError
 
 __all__ = ["ALMOST_ZERO", "OBS_LENGTH_STEPS", "Dataset", "aligned_empty", "make_dataset",
-           "with_counts"]
+           "with_counts", "check_observed_view"]
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +241,7 @@ def make_dataset(
         n_energies=int(n_e),
         bkg_index=bkg_index,
         **fields,
+        bkg_totals=jnp.asarray(bkg_arr.sum(axis=(1, 2)), dtype=dtype),
         **_observed_view(counts.reshape(-1), bkg_arr.reshape(len(bkgs), n_t * d), dtype),
     )
 
@@ -310,13 +311,12 @@ def _observed_bins(flat: np.ndarray) -> np.ndarray | None:
 def _observed_view(flat: np.ndarray, bkg: np.ndarray, dtype) -> dict:
     """Observed-bin fields of a :class:`Dataset` from host counts ``[n]`` and templates
     ``[k, n]``."""
-    totals = jnp.asarray(bkg.sum(axis=1), dtype=dtype)
     nz = _observed_bins(flat)
     if nz is None:  # dense data: the view is the whole data space, no index
-        return dict(obs_index=None, obs_counts=None, obs_backgrounds=None, bkg_totals=totals)
+        return dict(obs_index=None, obs_counts=None, obs_backgrounds=None)
     nz = nz.astype(np.int64 if flat.size >= 2**31 else np.int32)
     return dict(obs_index=jnp.asarray(nz), obs_counts=jnp.asarray(flat[nz], dtype=dtype),
-                obs_backgrounds=jnp.asarray(bkg[:, nz], dtype=dtype), bkg_totals=totals)
+                obs_backgrounds=jnp.asarray(bkg[:, nz], dtype=dtype))
 
 
 def with_counts(ds: Dataset, counts) -> Dataset:
@@ -327,17 +327,28 @@ def with_counts(ds: Dataset, counts) -> Dataset:
     which is right for any counts.  Use this, not ``dataclasses.replace``, to swap the counts.
     """
     dtype = ds.counts.dtype
+    if np.size(counts) != ds.n_bins:
+        raise DataError(f"with_counts: got {np.size(counts)} bins of counts; the dataset has "
+                        f"{ds.n_bins} ({ds.counts.shape}).")
     if isinstance(counts, jax.core.Tracer):
         counts = counts.astype(dtype).reshape(ds.counts.shape)
-        bkg = ds.backgrounds.reshape(ds.backgrounds.shape[0], ds.n_bins)
         return dataclasses.replace(ds, counts=counts, obs_index=None, obs_counts=None,
-                                   obs_backgrounds=None, bkg_totals=jnp.sum(bkg, axis=1))
+                                   obs_backgrounds=None)
     host = np.asarray(counts, dtype=np.float64)
-    if host.size != ds.n_bins:
-        raise DataError(f"with_counts: got {host.size} bins of counts; the dataset has "
-                        f"{ds.n_bins} ({ds.counts.shape}).")
     _check_finite_nonneg("with_counts: counts", host, "counts")
     bkg = np.asarray(ds.backgrounds).reshape(ds.backgrounds.shape[0], ds.n_bins)
     return dataclasses.replace(ds, counts=_copy(host.reshape(ds.counts.shape), dtype),
                                **_observed_view(host.reshape(-1), bkg, dtype))
 
+
+def check_observed_view(ds: Dataset, name: str = "dataset") -> None:
+    """Raise if the counts no longer match the observed-bin view (counts swapped with
+    ``dataclasses.replace`` instead of :func:`with_counts`).  One pass over the counts;
+    nothing is checked for traced arrays."""
+    if ds.observes_all or isinstance(ds.counts, jax.core.Tracer):
+        return
+    total, in_view = float(jnp.sum(ds.counts)), float(jnp.sum(ds.obs_counts))
+    if not np.isclose(total, in_view, rtol=1e-9, atol=0.0):
+        raise DataError(f"{name}: the counts sum to {total!r} but their observed-bin view to "
+                        f"{in_view!r}; swap the counts of a Dataset with "
+                        "probdeconv.forward.with_counts, not dataclasses.replace.")

@@ -100,7 +100,7 @@ def backproject(ds: Dataset, h: jax.Array) -> jax.Array:
 
 def exposure(ds: Dataset) -> jax.Array:
     """Exposure map ``S_j = Σ_i A_ij``, shape ``[lb, Ei]`` (cm2 s sr)."""
-    r_sum = ds.response.sum(axis=1)  # [(v, Ei), i] -> [(v, Ei)]
+    r_sum = ds.response_totals  # Σ_i R[(v, Ei), i], kept by make_dataset
     if not ds.is_local:
         return ds.pixel_area * r_sum.reshape(ds.n_model_pixels, ds.n_energies)
     r_sum = r_sum.reshape(ds.n_local_pixels, ds.n_energies)  # [v, Ei]

@@ -55,7 +55,7 @@ from .. import forward as fm
 from ..errors import ParameterError
 from .fisher import log_posterior_theta, precision_matrix
 from .map import MAPOptions, map_run
-from .model import bkg_support, sky_model
+from .model import bkg_inside_support, bkg_support, sky_model
 from .problem import Problem
 
 __all__ = ["Latent", "Start", "to_model", "latent_to_flux", "latent_model",
@@ -226,14 +226,8 @@ def start_vector(problem: Problem, image: np.ndarray, bkg: np.ndarray) -> np.nda
     u_img = np.log(np.maximum(vals, floor))
     parts = [u_img]
     if cfg.bkg_free:
-        lo, hi = np.asarray(cfg.bkg_range[:, 0]), np.asarray(cfg.bkg_range[:, 1])
-        b = np.asarray(bkg, dtype=np.float64)
-        if cfg.bkg_bounded:
-            w = hi - lo
-            b = lo + w * np.clip((b - lo) / w, 1e-6, 1 - 1e-6)
-        else:
-            b = np.maximum(b, lo + 1e-6 * np.maximum(np.abs(lo), 1.0))
-        parts.append(np.asarray(_bkg_transform(cfg).inv(jnp.asarray(b))))
+        b = bkg_inside_support(cfg, np.asarray(bkg, dtype=np.float64))
+        parts.append(np.asarray(_bkg_transform(cfg).inv(b)))
     return np.concatenate(parts)
 
 

@@ -64,7 +64,7 @@ from numpyro.infer.initialization import init_to_value
 
 from .. import forward as fm
 from ..errors import ParameterError
-from .model import SkyModelConfig, bkg_support, log_posterior, sky_model
+from .model import SkyModelConfig, bkg_inside_support, bkg_support, log_posterior, sky_model
 
 __all__ = ["OPTIMIZERS", "MAPOptions", "MAPState", "MAPInfo", "MAPResult", "map_init",
            "map_step", "build_step", "build_run", "map_values", "map_run", "TRACE_COUNT"]
@@ -165,13 +165,7 @@ def _unconstrain(image0, bkg0, config: SkyModelConfig, minimum_flux) -> dict:
     start = jnp.where(free_pos, excess, 1e-3 * ref)  # zero or masked: a small positive start
     params = {"image": jnp.log(start)}
     if config.bkg_free:
-        lo, hi = config.bkg_range[:, 0], config.bkg_range[:, 1]
-        b = jnp.asarray(bkg0, dtype=start.dtype)
-        if config.bkg_bounded:
-            width = hi - lo
-            b = lo + width * jnp.clip((b - lo) / width, 1e-6, 1.0 - 1e-6)
-        else:
-            b = jnp.maximum(b, lo + 1e-6 * jnp.maximum(jnp.abs(lo), 1.0))
+        b = bkg_inside_support(config, jnp.asarray(bkg0, dtype=start.dtype))
         params["bkg_norm"] = biject_to(bkg_support(config)).inv(b)
     return params
 

@@ -263,6 +263,17 @@ def bkg_support(config: SkyModelConfig) -> constraints.Constraint:
     return constraints.interval(lo, hi) if config.bkg_bounded else constraints.greater_than(lo)
 
 
+def bkg_inside_support(config: SkyModelConfig, bkg) -> jax.Array:
+    """Background normalisations moved strictly inside :func:`bkg_support` (a start point
+    whose unconstraining transform is finite)."""
+    lo, hi = config.bkg_range[:, 0], config.bkg_range[:, 1]
+    b = jnp.asarray(bkg, dtype=jnp.result_type(lo, float))
+    if config.bkg_bounded:
+        width = hi - lo
+        return lo + width * jnp.clip((b - lo) / width, 1e-6, 1.0 - 1e-6)
+    return jnp.maximum(b, lo + 1e-6 * jnp.maximum(jnp.abs(lo), 1.0))
+
+
 def _check_backgrounds(datasets: Sequence[fm.Dataset], config: SkyModelConfig) -> None:
     """Static check: every dataset's background index exists in the config."""
     for i, ds in enumerate(datasets):
