@@ -18,9 +18,9 @@ from pathlib import Path
 import healpy as hp
 import numpy as np
 
-from probdeconv.cli import main as cli
+from probdeconv.cli.main import main as cli
+from probdeconv.shell.allsky_image import AllSkyImageModel
 from probdeconv.simulate import PointSource, load_simulation
-from probdeconv.sky import AllSkyImageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,12 +8,7 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
-from .algorithms.base import DeconvolutionAlgorithmBase  # noqa: E402
-from .algorithms.map_richardson_lucy import MAP_RichardsonLucy  # noqa: E402
-from .algorithms.richardson_lucy import RichardsonLucy, RichardsonLucySimple  # noqa: E402
-from .config import Parameters  # noqa: E402
-from .dataif import DataIF_COSI_DC2, ImageDeconvolutionDataInterfaceBase  # noqa: E402
-from .deconvolution import ImageDeconvolution  # noqa: E402
+from .config.parameters import Parameters  # noqa: E402
 from .errors import (  # noqa: E402
     AxisMismatchError,
     DataError,
@@ -23,8 +18,13 @@ from .errors import (  # noqa: E402
 )
 from .histogram import Axes, Axis, HealpixAxis, Histogram, as_histogram  # noqa: E402
 from .inference.sampling import sample  # noqa: E402
-from .response import CoordsysConversionMatrix, FullDetectorResponse  # noqa: E402
-from .sky import AllSkyImageModel, ModelBase  # noqa: E402
+from .shell.algorithm_base import DeconvolutionAlgorithmBase  # noqa: E402
+from .shell.allsky_image import AllSkyImageModel, ModelBase  # noqa: E402
+from .shell.dataif import DataIF_COSI_DC2, ImageDeconvolutionDataInterfaceBase  # noqa: E402
+from .shell.image_deconvolution import ImageDeconvolution  # noqa: E402
+from .shell.map_richardson_lucy import MAP_RichardsonLucy  # noqa: E402
+from .shell.response import CoordsysConversionMatrix, FullDetectorResponse  # noqa: E402
+from .shell.richardson_lucy import RichardsonLucy, RichardsonLucySimple  # noqa: E402
 from .spacecraft import SpacecraftAttitudeExposureTable, SpacecraftFile  # noqa: E402
 
 __version__ = "0.1.0"

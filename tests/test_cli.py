@@ -13,8 +13,8 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from probdeconv.cli import main
-from probdeconv.sky import AllSkyImageModel
+from probdeconv.cli.main import main
+from probdeconv.shell.allsky_image import AllSkyImageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

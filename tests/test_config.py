@@ -1,4 +1,4 @@
-"""Tests of probdeconv.config: colon-path parameters, overrides, files and validation."""
+"""Tests of probdeconv.config.parameters: colon-path parameters, overrides, files and validation."""
 
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def test_dump_round_trip_is_atomic(tmp_path, monkeypatch):
     def fail(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("probdeconv.config.os.replace", fail)
+    monkeypatch.setattr("probdeconv.config.parameters.os.replace", fail)
     p["author"] = "other"
     with pytest.raises(OSError, match="disk full"):
         p.dump(path)
@@ -246,7 +246,7 @@ def test_defaults_per_algorithm():
 
 
 def test_rlsimple_accepts_stopping_criteria_with_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="probdeconv.config"):
+    with caplog.at_level(logging.WARNING, logger="probdeconv.config.parameters"):
         s = validate_algorithm_parameters("RLsimple", {"stopping_criteria": {"threshold": 1}})
     assert s["stopping_criteria"] == {"threshold": 1}
     assert "ignored by RLsimple" in caplog.text

@@ -19,14 +19,14 @@ from scipy.special import gammaln
 from probdeconv import AllSkyImageModel, DataIF_COSI_DC2, Histogram, Parameters
 from probdeconv import forward as fm
 from probdeconv.algorithms import em
-from probdeconv.algorithms.map_gradient import MAPGradient
-from probdeconv.algorithms.map_richardson_lucy import MAP_RichardsonLucy
 from probdeconv.config import validate_algorithm_parameters, validate_run_parameters
 from probdeconv.errors import DataError, ParameterError
 from probdeconv.histogram import Axis, HealpixAxis
 from probdeconv.inference import map as gmap
 from probdeconv.inference.model import log_posterior, make_config, sky_model
 from probdeconv.priors import EPS, EntropyPrior, TSVPrior
+from probdeconv.shell.map_gradient import MAPGradient
+from probdeconv.shell.map_richardson_lucy import MAP_RichardsonLucy
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

@@ -23,7 +23,7 @@ from scipy.stats import norm
 import probdeconv
 from probdeconv import ParameterError
 from probdeconv import forward as fm
-from probdeconv.cli import main
+from probdeconv.cli.main import main
 from probdeconv.forward import make_dataset
 from probdeconv.inference import Posterior, Problem
 from probdeconv.inference.latent import prepare

@@ -10,6 +10,7 @@
   (DataTree, diagnostics); the sampled parameterisation is in :mod:`.latent`.
 """
 
+from ..results.posterior import Posterior, RegionFlux
 from .map import MAPInfo, MAPOptions, MAPResult, MAPState, map_init, map_run, map_step, map_values
 from .model import (
     LogNormalPrior,
@@ -21,7 +22,6 @@ from .model import (
     make_config,
     sky_model,
 )
-from .posterior import Posterior, RegionFlux
 from .problem import Problem
 from .sampling import SAMPLING_METHODS, sample
 

@@ -37,9 +37,9 @@ from .. import forward as fm
 from ..algorithms import em, map_em
 from ..errors import ParameterError
 from ..priors import GammaPrior
+from ..results.posterior import Posterior
 from .draws import DrawStore
 from .latent import flat_start
-from .posterior import Posterior
 from .problem import Problem
 
 __all__ = ["RESAMPLE", "run_bootstrap"]

@@ -46,10 +46,10 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..errors import ParameterError
+from ..results.posterior import Posterior
 from .draws import DrawStore
 from .fisher import cholesky_precision, precision_matrix, theta_to_model
 from .latent import Latent, Start, latent_to_flux, prepare
-from .posterior import Posterior
 from .problem import Problem
 
 __all__ = ["SPACES", "run_laplace", "cholesky_precision"]

@@ -34,9 +34,9 @@ import numpy as np
 from numpyro.infer import HMC, MCMC, NUTS
 
 from ..errors import ParameterError
+from ..results.posterior import Posterior
 from .draws import DrawStore
 from .latent import Start, begin, latent_model
-from .posterior import Posterior
 from .problem import Problem
 
 __all__ = ["METHODS", "STAT_NAMES", "run_mcmc", "auto_chunk_size"]

@@ -248,12 +248,12 @@ def image_map(axes: Axes, values: Any, unit: str | None = FLUX_UNIT) -> Histogra
     Examples
     --------
     >>> import astropy.units as u
-    >>> from probdeconv.sky import AllSkyImageModel
+    >>> from probdeconv.shell.allsky_image import AllSkyImageModel
     >>> axes = AllSkyImageModel(1, [100, 200] * u.keV).axes
     >>> type(image_map(axes, np.ones((12, 1)))).__name__
     'AllSkyImageModel'
     """
-    from ..sky import AllSkyImageModel
+    from ..shell.allsky_image import AllSkyImageModel
 
     values = np.asarray(values, dtype=np.float64).reshape(tuple(axes.nbins))
     h = Histogram(axes.copy(), contents=values, unit=unit or None)

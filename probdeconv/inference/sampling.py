@@ -28,7 +28,7 @@ import logging
 from typing import Any
 
 from ..errors import ParameterError
-from .posterior import Posterior
+from ..results.posterior import Posterior
 from .problem import Problem
 
 __all__ = ["SAMPLING_METHODS", "sample"]

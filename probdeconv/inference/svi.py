@@ -37,9 +37,9 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 
 from ..errors import ParameterError
+from ..results.posterior import Posterior
 from .draws import DrawStore
 from .latent import Start, begin, latent_model, latent_to_flux
-from .posterior import Posterior
 from .problem import Problem
 
 __all__ = ["GUIDES", "run_svi"]

@@ -14,7 +14,7 @@
                             with the metadata — written last: its presence marks a
                             complete posterior directory
 
-:func:`load_posterior` reads it back as a :class:`~probdeconv.inference.posterior.Posterior`
+:func:`load_posterior` reads it back as a :class:`~probdeconv.results.posterior.Posterior`
 (without the problem: no observed data or log-likelihood).
 """
 
@@ -34,7 +34,7 @@ from ..histogram import HealpixAxis, Histogram
 from .atomic import atomic_target
 from .histpy_h5 import read_histogram, write_histogram
 
-__all__ = ["MARKER", "save_posterior", "load_posterior", "is_posterior_directory"]
+__all__ = ["MARKER", "save_posterior", "read_posterior", "is_posterior_directory"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def save_posterior(post, directory: str | Path, *, prob: float = 0.9, arviz: boo
     Parameters
     ----------
     post
-        A :class:`~probdeconv.inference.posterior.Posterior`.
+        A :class:`~probdeconv.results.posterior.Posterior`.
     prob
         Mass of the credible interval stored as LOWER / UPPER.
     arviz
@@ -162,17 +162,18 @@ def _write_datatree(path: Path, post, diag, log_likelihood: bool) -> None:
         dt.to_netcdf(tmp, engine="h5netcdf")
 
 
-def load_posterior(directory: str | Path):
-    """Read a posterior directory written by :func:`save_posterior`.
+def read_posterior(directory: str | Path) -> dict:
+    """The parts of a posterior directory written by :func:`save_posterior`, as plain data.
+
+    Returns a dict with ``meta`` (method, settings, timings, unit, pixel area, background
+    names), ``mask``, ``map_bkg``, ``extras``, ``axes`` (the model axes), ``map_image`` and
+    ``draws_path``; :meth:`probdeconv.results.posterior.Posterior.load` builds the posterior.
 
     Raises
     ------
     FileFormatError
-        ``posterior.h5`` or ``draws.h5`` missing or not in this layout.
+        ``posterior.h5`` missing or not in this layout.
     """
-    from ..inference.draws import DrawStore
-    from ..inference.posterior import Posterior
-
     d = Path(directory)
     marker = d / MARKER
     if not marker.is_file():
@@ -195,12 +196,14 @@ def load_posterior(directory: str | Path):
                               "with Posterior.save.") from exc
     mean = read_histogram(marker, "mean")
     map_image = np.asarray(read_histogram(marker, "map"), dtype=float) if has_map else None
-    store = DrawStore.open(d / "draws.h5")
-    unit = str(meta.get("unit", mean.unit))
-    return Posterior(None, store, method=str(meta["method"]),
-                     settings=json.loads(meta.get("settings", "{}")),
-                     timings=json.loads(meta.get("timings", "{}")),
-                     independent=bool(meta.get("independent", False)), extras=extras,
-                     axes=mean.axes, mask=mask, pixel_area=float(meta["pixel_area_sr"]),
-                     bkg_names=tuple(json.loads(meta.get("bkg_names", "[]"))), unit=unit,
-                     map_image=map_image, map_bkg=map_bkg)
+    return {
+        "meta": {"method": str(meta["method"]),
+                 "settings": json.loads(meta.get("settings", "{}")),
+                 "timings": json.loads(meta.get("timings", "{}")),
+                 "independent": bool(meta.get("independent", False)),
+                 "pixel_area": float(meta["pixel_area_sr"]),
+                 "bkg_names": tuple(json.loads(meta.get("bkg_names", "[]"))),
+                 "unit": str(meta.get("unit", mean.unit))},
+        "mask": mask, "map_bkg": map_bkg, "extras": extras, "axes": mean.axes,
+        "map_image": map_image, "draws_path": d / "draws.h5",
+    }

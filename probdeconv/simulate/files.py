@@ -34,7 +34,7 @@ import yaml
 from probdeconv.errors import DataError, FileFormatError
 from probdeconv.histogram import HealpixAxis, Histogram
 from probdeconv.io.atomic import atomic_target
-from probdeconv.response import IMAGE_RESPONSE_AXES
+from probdeconv.shell.response import IMAGE_RESPONSE_AXES
 
 __all__ = ["write_full_detector_response", "write_yaml", "read_yaml"]
 

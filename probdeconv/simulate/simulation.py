@@ -2,7 +2,7 @@
 
 :func:`simulate` puts together the pieces of this package:
 
-1. the true sky (:mod:`.skymodels`) as an :class:`~probdeconv.sky.AllSkyImageModel`;
+1. the true sky (:mod:`.skymodels`) as an :class:`~probdeconv.shell.allsky_image.AllSkyImageModel`;
 2. the response (:mod:`.instrument`), ``[NuLambda, Ei, Em, Phi, PsiChi]`` in cm2;
 3. the survey orientation, its ScAtt bins and the CCM ``[ScAtt, lb, NuLambda]`` (:mod:`.survey`);
 4. a background template ``[ScAtt, Em, Phi, PsiChi]`` (:func:`background_template`);
@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from probdeconv import forward as fm
-from probdeconv.dataif import DataIF_COSI_DC2
 from probdeconv.errors import FileFormatError
 from probdeconv.histogram import Axes, Axis, Histogram
-from probdeconv.response import CoordsysConversionMatrix, FullDetectorResponse
-from probdeconv.sky import AllSkyImageModel
+from probdeconv.shell.allsky_image import AllSkyImageModel
+from probdeconv.shell.dataif import DataIF_COSI_DC2
+from probdeconv.shell.response import CoordsysConversionMatrix, FullDetectorResponse
 
 from .config import SimulationConfig
 from .files import read_yaml, write_full_detector_response, write_yaml

@@ -4,7 +4,7 @@ A component is a small frozen dataclass with a total ``flux`` (ph cm-2 s-1, summ
 the ``Ei`` axis) and a spectrum: a ``line`` energy (keV; all flux in the ``Ei`` bin
 holding it) or, without a line, a power law of photon ``index`` spread over the ``Ei``
 bins.  :func:`sky_image` renders components on the HEALPix grid (galactic, ring) as an
-:class:`~probdeconv.sky.AllSkyImageModel` in cm-2 s-1 sr-1:
+:class:`~probdeconv.shell.allsky_image.AllSkyImageModel` in cm-2 s-1 sr-1:
 
 - :class:`PointSource`: all its flux in the pixel holding ``(l, b)``;
 - :class:`GaussianSource`: ``exp(-Δl²/2σ_l² − (b−b0)²/2σ_b²)`` (Δl wrapped to ±180
@@ -35,7 +35,7 @@ import healpy as hp
 import numpy as np
 
 from probdeconv.errors import ParameterError
-from probdeconv.sky import AllSkyImageModel
+from probdeconv.shell.allsky_image import AllSkyImageModel
 
 __all__ = [
     "PointSource",

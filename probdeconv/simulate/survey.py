@@ -30,7 +30,7 @@ import numpy as np
 from astropy.coordinates import ICRS, Galactic, SkyCoord
 
 from probdeconv.histogram import Axes, Axis, CooContents, HealpixAxis
-from probdeconv.response import CoordsysConversionMatrix
+from probdeconv.shell.response import CoordsysConversionMatrix
 
 from .config import DAY, SimulationConfig
 

@@ -24,8 +24,7 @@ import numpy as np
 from astropy.time import Time
 
 from probdeconv.errors import DataError, ParameterError
-from probdeconv.histogram import Axes, Axis, CooContents, HealpixAxis
-from probdeconv.response import CoordsysConversionMatrix
+from probdeconv.histogram import Axes, Axis, CooContents, HealpixAxis, Histogram
 
 from . import geometry as geo
 from .exposure_table import SpacecraftAttitudeExposureTable, _norm_scheme
@@ -195,7 +194,7 @@ def _edges_unix(time_intervals: Any) -> np.ndarray:
 def time_binning_ccm(full_detector_response: Any, orientation: SpacecraftFile,
                      time_intervals: Any, nside_model: int | None = None,
                      is_nest_model: bool = False, *, earth_occ: bool = False,
-                     use_livetime: bool = False) -> CoordsysConversionMatrix:
+                     use_livetime: bool = False) -> Histogram:
     """CCM ``[Time, lb, NuLambda]`` for time bins (cosipy's ``time_binning_ccm``).
 
     Parameters
@@ -233,7 +232,7 @@ def time_binning_ccm(full_detector_response: Any, orientation: SpacecraftFile,
     axes = Axes([Axis(edges, label="Time", unit=u.s), model, local])
     logger.info("time-binning CCM: %d bins, %d intervals, %d non-zero entries", edges.size - 1,
                 row_bin.size, contents.nnz)
-    return CoordsysConversionMatrix(axes, contents=contents, unit=u.s, copy=False)
+    return Histogram(axes, contents=contents, unit=u.s, copy=False)
 
 
 def _row_weights(w_rows: np.ndarray, ori: SpacecraftFile | None,
@@ -255,7 +254,7 @@ def spacecraft_attitude_binning_ccm(full_detector_response: Any,
                                     nside_model: int | None = None,
                                     use_averaged_pointing: bool = False, *,
                                     scheme_model: str | None = None,
-                                    earth_occ: bool = False) -> CoordsysConversionMatrix:
+                                    earth_occ: bool = False) -> Histogram:
     """CCM ``[ScAtt, lb, NuLambda]`` from an exposure table (cosipy's name and arguments).
 
     Parameters
@@ -316,7 +315,7 @@ def spacecraft_attitude_binning_ccm(full_detector_response: Any,
     axes = Axes([Axis(np.arange(n_bins + 1), label="ScAtt"), model, local])
     logger.info("ScAtt CCM: %d bins, %d pointings, averaged=%s, %d non-zero entries", n_bins,
                 pointing_bin.size, use_averaged_pointing, contents.nnz)
-    return CoordsysConversionMatrix(axes, contents=contents, unit=u.s, copy=False)
+    return Histogram(axes, contents=contents, unit=u.s, copy=False)
 
 
 def visible_time_per_bin(zenith: np.ndarray, limb_cos: np.ndarray, dt: np.ndarray,

@@ -24,9 +24,17 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__
-from .config import Parameters
-from .errors import FileFormatError, ParameterError
+from .. import __version__
+from ..config import Parameters
+from ..errors import FileFormatError, ParameterError
+from ..results.posterior import Posterior
+from .common import (
+    apply_overrides,
+    fit_model_to_data,
+    load_data_directory,
+    setup_logging,
+    write_text,
+)
 
 __all__ = ["sample_command", "posterior_report_command", "SECTIONS"]
 
@@ -35,39 +43,22 @@ logger = logging.getLogger(__name__)
 SECTIONS = ("model_definition", "prior", "sampling")
 
 
-def _overrides(params: Parameters, items: list[str], config: str) -> None:
-    from .cli import UsageError
-
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. "
-                             "sampling:num_samples=2000.")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        if key not in params and key.split(":")[0] not in SECTIONS:
-            raise UsageError(f"--set {key!r}: no such key in {config}; use a colon path under "
-                             f"{', '.join(SECTIONS)}, e.g. sampling:num_samples.")
-        params.override(f"{key} = {value}")
-
-
 def sample_command(args) -> str:
     """Run the sampler of a YAML file on a data directory and write a posterior directory."""
-    from .cli import _setup_logging
-    from .inference.problem import problem_from_parameters
-    from .inference.sampling import sample
-    from .io.posterior import MARKER
-    from .runner import _atomic_text, _fit_model_to_data, load_data_directory
+    from ..inference.problem import problem_from_parameters
+    from ..inference.sampling import sample
+    from ..io.posterior import MARKER
 
     out = Path(args.out)
-    _setup_logging(args, out)
+    setup_logging(args, out)
     params = Parameters.open(args.config)
-    _overrides(params, args.set, args.config)
+    apply_overrides(params, args.set, args.config, SECTIONS)
     if "sampling" not in params or "sampling:method" not in params:
         raise ParameterError(f"{args.config}: sampling:method is missing; add a section like "
                              "sampling: {method: nuts, num_samples: 1000} (see models/nuts.yml).")
     data, truth = load_data_directory(args.data, dtype="float32" if args.float32 else "float64")
     if "model_definition" in params:
-        _fit_model_to_data(params, data)
+        fit_model_to_data(params, data)
     prior = params.get("prior")
     problem = problem_from_parameters([data], prior.to_dict() if prior is not None else None)
     options = params["sampling"].to_dict()
@@ -86,7 +77,7 @@ def sample_command(args) -> str:
             "command": "sample", "config": str(args.config), "data": str(args.data),
             "overrides": list(args.set), "method": method, "seconds": round(elapsed, 3),
             "dtype": "float32" if args.float32 else "float64"}
-    _atomic_text(out / "run.yml", yaml.safe_dump(meta, sort_keys=False))
+    write_text(out / "run.yml", yaml.safe_dump(meta, sort_keys=False))
     post.save(out)
     post.report(out, truth=truth)
     summ = post.diagnostics().summary()
@@ -97,11 +88,9 @@ def sample_command(args) -> str:
 
 def posterior_report_command(args) -> str:
     """Redraw the figures and report.md of a posterior directory."""
-    from .io.posterior import load_posterior
-    from .runner import load_data_directory
 
     d = Path(args.directory)
-    post = load_posterior(d)
+    post = Posterior.load(d)
     meta = {}
     if (d / "run.yml").is_file():
         meta = yaml.safe_load((d / "run.yml").read_text()) or {}

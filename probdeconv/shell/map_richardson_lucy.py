@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import priors as pr
+from ..algorithms import map_em
 from ..errors import ParameterError
 from ..histogram import Histogram
 from ..io.results import save_histogram_series, save_scalar_tables
-from . import map_em
 from .richardson_lucy import FLUX_UNIT, _EMShell
 
 __all__ = ["MAP_RichardsonLucy"]

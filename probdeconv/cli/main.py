@@ -20,15 +20,15 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import ProbdeconvError
+from ..errors import ProbdeconvError
+from .common import setup_logging
+from .report import report_command
+from .run import run_command
+from .sample import sample_command
 
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("probdeconv")
-
-
-class UsageError(ProbdeconvError):
-    """Bad command-line input."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,50 +99,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(args, out: Path | None = None) -> None:
-    level = logging.DEBUG if args.debug else (logging.INFO if args.verbose else logging.WARNING)
-    root = logging.getLogger()
-    root.setLevel(logging.DEBUG if out is not None else level)
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(level)
-    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    root.addHandler(console)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(out / "run.log")
-        fh.setLevel(logging.INFO)
-        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(fh)
-    for noisy in ("jax", "matplotlib", "h5py", "numba"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    _setup_logging(args)
+    setup_logging(args)
     try:
         if args.command == "simulate":
             return _cmd_simulate(args)
         if args.command == "run":
-            from .runner import run_command
 
             print(run_command(args))  # one-line summary of what was written
             return 0
         if args.command == "sample":
-            from .sampling_runner import sample_command
 
             print(sample_command(args))  # one-line summary of what was written
             return 0
         if args.command == "info":
             return _cmd_info(args)
         if args.command == "report":
-            from .runner import report_command
 
             print(report_command(args))  # one-line summary of what was written
             return 0
@@ -166,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_simulate(args) -> int:
-    from .simulate import simulate
+    from ..simulate import simulate
 
     sim = simulate(sky=args.sky, nside=args.nside, seed=args.seed, out=args.out,
                    overwrite=args.overwrite)
@@ -179,9 +156,9 @@ def _cmd_info(args) -> int:
     import h5py
     import numpy as np
 
-    from .errors import FileFormatError
-    from .histogram import Histogram
-    from .response import FullDetectorResponse
+    from ..errors import FileFormatError
+    from ..histogram import Histogram
+    from ..shell.response import FullDetectorResponse
 
     path = Path(args.file)
     if not path.is_file():

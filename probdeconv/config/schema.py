@@ -3,7 +3,7 @@
 :func:`validate_run_parameters` checks a whole run file once and fills in defaults;
 :func:`validate_algorithm_parameters` does the same for one ``deconvolution:parameter``
 tree. Errors name the colon key path, the value, what was expected and the valid choices.
-Both are re-exported by :mod:`probdeconv.config`.
+Both are re-exported by :mod:`probdeconv.config.parameters`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from probdeconv.config import (
+from probdeconv.config.parameters import (
     FLUX_UNIT,
     KNOWN_ALGORITHMS,
     KNOWN_MODEL_CLASSES,
     Parameters,
-    _as_dict,
-    _join,
-    _plain,
-    _show,
+    as_dict,
+    join_path,
+    plain_value,
+    show_value,
 )
 from probdeconv.errors import ParameterError
 
@@ -61,13 +61,13 @@ _PRIOR_NAMES = ("TSV", "entropy", "gamma")
 
 def _bad(path: str, value: Any, what: str, choices: Iterable[Any] | None = None) -> ParameterError:
     tail = "" if choices is None else "; valid choices: " + ", ".join(map(str, choices))
-    return ParameterError(f"{path}: got {_show(value)}; expected {what}{tail}.")
+    return ParameterError(f"{path}: got {show_value(value)}; expected {what}{tail}.")
 
 
 def _unknown_key(path: str, key: Any, value: Any, valid: Iterable[Any]) -> ParameterError:
     return ParameterError(
-        f"{_join(path, key)}: unknown key (value {_show(value)}); expected one of the valid "
-        f"keys at {path or 'the top level'}: {', '.join(map(str, valid))}."
+        f"{join_path(path, key)}: unknown key (value {show_value(value)}); expected one of the "
+        f"valid keys at {path or 'the top level'}: {', '.join(map(str, valid))}."
     )
 
 
@@ -131,10 +131,10 @@ def _leaf(kind: Any, value: Any, path: str) -> Any:
     elif kind == "prior":
         return _prior(value, path)
     elif kind == "mapping":
-        return _as_dict(value, path)
+        return as_dict(value, path)
     elif kind == "ignored":
         logger.warning("%s: ignored by RLsimple (it always runs iteration_max iterations)", path)
-        return _plain(value)
+        return plain_value(value)
     raise _bad(path, value, _WHAT[kind])
 
 
@@ -145,7 +145,7 @@ def _ranges(value: Any, path: str) -> dict | None:
         raise _bad(path, value, _WHAT["ranges"])
     out = {}
     for name, pair in value.items():
-        sub = _join(path, name)
+        sub = join_path(path, name)
         if not isinstance(pair, list | tuple) or len(pair) != 2:
             raise _bad(sub, pair, "a list [lower, upper] of two numbers >= 0, lower <= upper")
         lo, hi = (_real(v, sub, "real|inf") for v in pair)
@@ -158,10 +158,10 @@ def _ranges(value: Any, path: str) -> dict | None:
 def _loose(node: Any, path: str) -> Any:
     """Copy a loosely checked prior sub-tree, normalising numbers, 'inf' and units."""
     if not isinstance(node, Mapping):
-        return _plain(node)
+        return plain_value(node)
     out = {}
     for key, value in node.items():
-        sub = _join(path, key)
+        sub = join_path(path, key)
         if key in ("value", "coefficient") and not isinstance(value, Mapping | list):
             out[key] = _real(value, sub, "real|inf")
         else:
@@ -176,8 +176,8 @@ def _prior(value: Any, path: str) -> dict:
         if name not in _PRIOR_NAMES:
             raise _unknown_key(path, name, sub, _PRIOR_NAMES)
         if not isinstance(sub, Mapping):
-            raise _bad(_join(path, name), sub, "a mapping, e.g. {coefficient: 1.0}")
-    return {name: _loose(sub, _join(path, name)) for name, sub in value.items()}
+            raise _bad(join_path(path, name), sub, "a mapping, e.g. {coefficient: 1.0}")
+    return {name: _loose(sub, join_path(path, name)) for name, sub in value.items()}
 
 
 def _check(spec: Any, value: Any, path: str) -> Any:
@@ -192,7 +192,7 @@ def _check(spec: Any, value: Any, path: str) -> Any:
             raise _unknown_key(path, key, value[key], spec)
     out = {}
     for name, (sub_spec, default) in spec.items():
-        sub = _join(path, name)
+        sub = join_path(path, name)
         if name in value:
             out[name] = _check(sub_spec, value[name], sub)
         elif default is _REQ:
@@ -249,7 +249,7 @@ _MODEL_INIT = {
 
 
 def _algorithm_parameters(schema: str, parameter: Any, path: str) -> dict:
-    out = _check(_SCHEMAS[schema], _as_dict(parameter, path), path)
+    out = _check(_SCHEMAS[schema], as_dict(parameter, path), path)
     smoothing = out.get("smoothing", {})
     if smoothing.get("activate") and "FWHM" not in smoothing:
         raise ParameterError(
@@ -337,7 +337,7 @@ def validate_run_parameters(
     """
     classes = (model_classes,) if isinstance(model_classes, str) else tuple(model_classes)
     algos = dict(algorithms) if algorithms is not None else {n: n for n in KNOWN_ALGORITHMS}
-    data = _as_dict(params, "parameters")
+    data = as_dict(params, "parameters")
     model_spec = {"class": (classes, _REQ), "property": (_MODEL_PROPERTY, _REQ),
                   "initialization": (_MODEL_INIT, _REQ)}
     deconv_spec = {"algorithm": (tuple(algos), _REQ), "parameter": ("mapping", {})}

@@ -24,10 +24,11 @@ import astropy.units as u
 import h5py
 import numpy as np
 
-from .errors import FileFormatError
-from .forward.dataset import aligned_empty
-from .histogram import Axes, Axis, HealpixAxis, Histogram
-from .io.histpy_h5 import read_histogram
+from ..errors import FileFormatError
+from ..forward.dataset import aligned_empty
+from ..histogram import Axes, Axis, HealpixAxis, Histogram
+from ..io.histpy_h5 import read_histogram
+from ..spacecraft.ccm import spacecraft_attitude_binning_ccm, time_binning_ccm
 
 __all__ = ["FullDetectorResponse", "CoordsysConversionMatrix", "IMAGE_RESPONSE_AXES"]
 
@@ -115,7 +116,7 @@ class FullDetectorResponse:
     @staticmethod
     def _v2_axes(drm: h5py.Group, path: Path) -> Axes:
         """Axes stored in histpy's layout (``DRM/AXES/0``, ``1``, ...)."""
-        from .io.histpy_h5 import _read_axis
+        from ..io.histpy_h5 import _read_axis
 
         if "AXES" not in drm:
             raise FileFormatError(f"{path}: version-2 response without DRM/AXES; the file "
@@ -260,10 +261,9 @@ class CoordsysConversionMatrix(Histogram):
         See :func:`probdeconv.spacecraft.ccm.time_binning_ccm`; keyword options
         ``earth_occ`` and ``use_livetime``.
         """
-        from .spacecraft.ccm import time_binning_ccm
-
-        return time_binning_ccm(full_detector_response, orientation, time_intervals,
-                                nside_model=nside_model, is_nest_model=is_nest_model, **kwargs)
+        h = time_binning_ccm(full_detector_response, orientation, time_intervals,
+                             nside_model=nside_model, is_nest_model=is_nest_model, **kwargs)
+        return cls(h.axes, contents=h.contents, unit=h.unit, copy=False)
 
     @classmethod
     def spacecraft_attitude_binning_ccm(cls, full_detector_response, exposure_table,
@@ -274,12 +274,11 @@ class CoordsysConversionMatrix(Histogram):
         See :func:`probdeconv.spacecraft.ccm.spacecraft_attitude_binning_ccm`; keyword
         options ``scheme_model`` and ``earth_occ``.
         """
-        from .spacecraft.ccm import spacecraft_attitude_binning_ccm
-
-        return spacecraft_attitude_binning_ccm(full_detector_response, exposure_table,
-                                               nside_model=nside_model,
-                                               use_averaged_pointing=use_averaged_pointing,
-                                               **kwargs)
+        h = spacecraft_attitude_binning_ccm(full_detector_response, exposure_table,
+                                            nside_model=nside_model,
+                                            use_averaged_pointing=use_averaged_pointing,
+                                            **kwargs)
+        return cls(h.axes, contents=h.contents, unit=h.unit, copy=False)
 
     @classmethod
     def open(cls, filename: str | Path, name: str = "hist") -> CoordsysConversionMatrix:

@@ -29,10 +29,10 @@ import healpy as hp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .histogram import HealpixAxis  # noqa: E402
-from .inference.arviz import ESS_MIN, RHAT_MAX  # noqa: E402
-from .io.atomic import atomic_target  # noqa: E402
-from .report import save_figure  # noqa: E402
+from ..histogram import HealpixAxis  # noqa: E402
+from ..inference.arviz import ESS_MIN, RHAT_MAX  # noqa: E402
+from ..io.atomic import atomic_target  # noqa: E402
+from .run import save_figure  # noqa: E402
 
 __all__ = ["write_report", "plot_maps", "plot_diagnostics", "plot_traces"]
 

@@ -43,7 +43,7 @@ from ..inference import map as gmap
 from ..inference.model import log_posterior_terms, make_config
 from ..io.results import save_histogram_series, save_scalar_tables
 from ..priors import build_priors
-from .base import DeconvolutionAlgorithmBase
+from .algorithm_base import DeconvolutionAlgorithmBase
 
 __all__ = ["MAPGradient"]
 

@@ -28,8 +28,10 @@ __all__ = [
     "KNOWN_MODEL_CLASSES",
     "MissingParameterError",
     "Parameters",
-    "validate_algorithm_parameters",
-    "validate_run_parameters",
+    "as_dict",
+    "join_path",
+    "plain_value",
+    "show_value",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,29 +49,29 @@ class MissingParameterError(ParameterError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     text = repr(value)
     return f"{text[:77] + '...' if len(text) > 80 else text} ({type(value).__name__})"
 
 
-def _join(path: str, key: Any) -> str:
+def join_path(path: str, key: Any) -> str:
     return f"{path}:{key}" if path else str(key)
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """Deep copy into plain YAML-able Python (dict, list, scalars)."""
     if isinstance(value, Parameters):
-        return _plain(value._data)
+        return plain_value(value._data)
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     return copy.deepcopy(value)
 
 
-def _as_dict(obj: Any, path: str) -> dict:
+def as_dict(obj: Any, path: str) -> dict:
     """A plain dict copy of None, a Mapping, a Parameters or a ``yayc.Configurator``."""
     if not isinstance(obj, Mapping | Parameters) and hasattr(obj, "_config"):
         obj = obj._config  # yayc.Configurator keeps its nested dict here (None when empty)
@@ -77,16 +79,17 @@ def _as_dict(obj: Any, path: str) -> dict:
         return {}
     if not isinstance(obj, Mapping | Parameters):
         raise ParameterError(
-            f"{path}: got {_show(obj)}; expected a mapping (dict, Parameters or yayc.Configurator)."
+            f"{path}: got {show_value(obj)}; expected a mapping (dict, Parameters or "
+            "yayc.Configurator)."
         )
-    return _plain(obj)
+    return plain_value(obj)
 
 
 def _split(key: Any) -> list[str]:
     parts = [p.strip() for p in key.split(":")] if isinstance(key, str) else []
     if not parts or not all(parts):
         raise ParameterError(
-            f"parameter key: got {_show(key)}; expected names joined by ':', e.g. 'a:b:c'."
+            f"parameter key: got {show_value(key)}; expected names joined by ':', e.g. 'a:b:c'."
         )
     return parts
 
@@ -115,7 +118,7 @@ class Parameters:
     """
 
     def __init__(self, data: Any = None) -> None:
-        self._data: dict = _as_dict(data, "Parameters(...)")
+        self._data: dict = as_dict(data, "Parameters(...)")
         self.path: Path | None = getattr(data, "path", None) or getattr(data, "config_path", None)
 
     @classmethod
@@ -147,7 +150,7 @@ class Parameters:
             ) from exc
         if data is not None and not isinstance(data, dict):
             raise FileFormatError(
-                f"{path}: top level is {_show(data)}; expected a YAML mapping of parameters."
+                f"{path}: top level is {show_value(data)}; expected a YAML mapping of parameters."
             )
         new = cls(data)
         new.path = path
@@ -160,7 +163,7 @@ class Parameters:
             if not isinstance(node, dict) or part not in node:
                 here = ":".join(parts[:n]) or "the top level"
                 hint = (f"valid keys at {here}: {', '.join(map(str, node)) or '(none)'}"
-                        if isinstance(node, dict) else f"{here} holds {_show(node)}")
+                        if isinstance(node, dict) else f"{here} holds {show_value(node)}")
                 raise MissingParameterError(
                     f"{':'.join(parts[: n + 1])}: no such parameter (key {part!r}); {hint}."
                 )
@@ -169,7 +172,7 @@ class Parameters:
 
     def __getitem__(self, key: str) -> Any:
         value = self._lookup(key)
-        return Parameters(value) if isinstance(value, dict) else _plain(value)
+        return Parameters(value) if isinstance(value, dict) else plain_value(value)
 
     def get(self, key: str, default: Any = None) -> Any:
         """Value at colon path ``key``, or ``default`` when any part of it is missing."""
@@ -185,10 +188,10 @@ class Parameters:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ParameterError(
-                    f"{':'.join(parts[: n + 1])}: got {_show(node)}; expected a mapping to "
+                    f"{':'.join(parts[: n + 1])}: got {show_value(node)}; expected a mapping to "
                     f"hold {key!r}."
                 )
-        node[parts[-1]] = _plain(value)
+        node[parts[-1]] = plain_value(value)
 
     def __contains__(self, key: object) -> bool:
         try:
@@ -199,7 +202,7 @@ class Parameters:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Parameters | Mapping):
-            return self._data == _plain(other)
+            return self._data == plain_value(other)
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
@@ -223,7 +226,8 @@ class Parameters:
             key, sep, text = arg.partition("=") if isinstance(arg, str) else ("", "", "")
             if not sep:
                 raise ParameterError(
-                    f"override: got {_show(arg)}; expected 'key:path = value', e.g. {_EXAMPLE}."
+                    f"override: got {show_value(arg)}; expected 'key:path = value', "
+                    f"e.g. {_EXAMPLE}."
                 )
             try:
                 value = yaml.safe_load(text.strip())
@@ -236,7 +240,7 @@ class Parameters:
 
     def to_dict(self) -> dict:
         """Deep copy of the parameters as a plain nested dict."""
-        return _plain(self._data)
+        return plain_value(self._data)
 
     def dump(self, path: str | os.PathLike) -> Path:
         """Write the parameters as YAML atomically (temporary file, then ``os.replace``).
@@ -273,10 +277,3 @@ class Parameters:
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path is not None else ""
         return f"Parameters({self._data!r}{where})"
-
-
-# Validation lives in its own module; re-exported here for ``from probdeconv.config import``.
-from probdeconv.config_schema import (  # noqa: E402
-    validate_algorithm_parameters,
-    validate_run_parameters,
-)

@@ -2,7 +2,7 @@
 
 :class:`Posterior` wraps the draws of any sampler (NUTS/HMC, SVI, Laplace, bootstrap) kept
 in a :class:`~.draws.DrawStore` and turns them into maps with units
-(:class:`~probdeconv.sky.AllSkyImageModel` on HEALPix axes):
+(:class:`~probdeconv.shell.allsky_image.AllSkyImageModel` on HEALPix axes):
 
 - ``mean_map``, ``std_map``, ``significance_map`` (mean / std) — from the store's running
   moments, no pass over the draws;
@@ -13,7 +13,7 @@ in a :class:`~.draws.DrawStore` and turns them into maps with units
 - ``bkg_summary()`` — background normalisation posteriors;
 - ``diagnostics()``, ``to_arviz()`` (:mod:`.arviz`), ``save(directory)``
   (:mod:`probdeconv.io.posterior`) and ``report(directory)``
-  (:mod:`probdeconv.posterior_report`).
+  (:mod:`probdeconv.report.posterior`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ import numpy as np
 
 from ..errors import DataError, ParameterError
 from ..histogram import Axes, Histogram
-from .draws import DrawStore
-from .problem import FLUX_UNIT, Problem, image_map
+from ..inference.draws import DrawStore
+from ..inference.problem import FLUX_UNIT, Problem, image_map
+from ..io.posterior import read_posterior, save_posterior
+from ..report.posterior import write_report
 
 __all__ = ["Posterior", "RegionFlux"]
 
@@ -267,32 +269,32 @@ class Posterior:
     def diagnostics(self):
         """Convergence diagnostics over all pixels (:class:`~.arviz.Diagnostics`, cached)."""
         if self._diagnostics is None:
-            from .arviz import compute_diagnostics
+            from ..inference.arviz import compute_diagnostics
 
             self._diagnostics = compute_diagnostics(self)
         return self._diagnostics
 
     def to_arviz(self, *, log_likelihood: bool = False, observed_data: bool = True):
         """The draws as an ArviZ :class:`xarray.DataTree` (see :func:`.arviz.to_datatree`)."""
-        from .arviz import to_datatree
+        from ..inference.arviz import to_datatree
 
         return to_datatree(self, log_likelihood=log_likelihood, observed_data=observed_data)
 
     def save(self, directory: str | Path, **options: Any) -> Path:
         """Write maps (HDF5, FITS), draws, DataTree, summary (:mod:`probdeconv.io.posterior`)."""
-        from ..io.posterior import save_posterior
-
         return save_posterior(self, directory, **options)
 
     @classmethod
     def load(cls, directory: str | Path) -> Posterior:
         """Read a posterior directory written by :meth:`save`."""
-        from ..io.posterior import load_posterior
-
-        return load_posterior(directory)
+        parts = read_posterior(directory)
+        m = parts["meta"]
+        return cls(None, DrawStore.open(parts["draws_path"]), method=m["method"],
+                   settings=m["settings"], timings=m["timings"],
+                   independent=m["independent"], extras=parts["extras"], axes=parts["axes"],
+                   mask=parts["mask"], pixel_area=m["pixel_area"], bkg_names=m["bkg_names"],
+                   unit=m["unit"], map_image=parts["map_image"], map_bkg=parts["map_bkg"])
 
     def report(self, directory: str | Path, *, truth: Any = None) -> Path:
-        """Figures and ``report.md`` (:func:`probdeconv.posterior_report.write_report`)."""
-        from ..posterior_report import write_report
-
+        """Figures and ``report.md`` (:func:`probdeconv.report.posterior.write_report`)."""
         return write_report(self, directory, truth=truth)

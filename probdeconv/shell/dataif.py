@@ -15,9 +15,9 @@ import astropy.units as u
 import jax.numpy as jnp
 import numpy as np
 
-from . import forward as fm
-from .errors import AxisMismatchError, DataError
-from .histogram import Axes, Histogram, as_histogram
+from .. import forward as fm
+from ..errors import AxisMismatchError, DataError
+from ..histogram import Axes, Histogram, as_histogram
 from .response import CoordsysConversionMatrix, FullDetectorResponse
 
 __all__ = ["ImageDeconvolutionDataInterfaceBase", "DataIF_COSI_DC2"]

@@ -11,9 +11,9 @@ import astropy.units as u
 import healpy as hp
 import numpy as np
 
-from .config import Parameters
-from .errors import DataError, ParameterError
-from .histogram import Axes, Axis, HealpixAxis, Histogram, as_histogram
+from ..config.parameters import Parameters
+from ..errors import DataError, ParameterError
+from ..histogram import Axes, Axis, HealpixAxis, Histogram, as_histogram
 
 __all__ = ["ModelBase", "AllSkyImageModel"]
 

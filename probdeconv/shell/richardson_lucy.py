@@ -15,11 +15,11 @@ import astropy.units as u
 import jax.numpy as jnp
 import numpy as np
 
+from ..algorithms import em
 from ..errors import DataError
 from ..histogram import Histogram
 from ..io.results import save_histogram_series, save_scalar_tables
-from . import em
-from .base import DeconvolutionAlgorithmBase
+from .algorithm_base import DeconvolutionAlgorithmBase
 
 __all__ = ["RichardsonLucySimple", "RichardsonLucy"]
 

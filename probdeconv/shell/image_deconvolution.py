@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .algorithms.map_gradient import MAPGradient
-from .algorithms.map_richardson_lucy import MAP_RichardsonLucy
-from .algorithms.richardson_lucy import RichardsonLucy, RichardsonLucySimple
-from .config import Parameters, validate_run_parameters
-from .errors import DataError, ParameterError
-from .histogram import as_histogram
-from .sky import AllSkyImageModel
+from ..config import Parameters, validate_run_parameters
+from ..errors import DataError, ParameterError
+from ..histogram import as_histogram
+from .allsky_image import AllSkyImageModel
+from .map_gradient import MAPGradient
+from .map_richardson_lucy import MAP_RichardsonLucy
+from .richardson_lucy import RichardsonLucy, RichardsonLucySimple
 
 __all__ = ["ImageDeconvolution"]
 
