@@ -27,7 +27,7 @@ from .shell.response import CoordsysConversionMatrix, FullDetectorResponse  # no
 from .shell.richardson_lucy import RichardsonLucy, RichardsonLucySimple  # noqa: E402
 from .spacecraft import SpacecraftAttitudeExposureTable, SpacecraftFile  # noqa: E402
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 __all__ = [
     "AllSkyImageModel",

@@ -16,11 +16,14 @@ prints the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
 from ..errors import ProbdeconvError
+from ..version import __version__
 from .common import setup_logging
 from .report import report_command
 from .run import run_command
@@ -38,12 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "with cosipy's algorithms, simulated data, reports.",
         epilog="Exit codes: 0 success, 2 bad input, 1 internal error. Use --debug for a "
                "traceback.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
-    p.add_argument("--verbose", action="store_true", help="log each iteration to the terminal")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _global_flags(p, argparse.SUPPRESS)
+    for name in ("debug", "quiet", "verbose"):
+        p.set_defaults(**{name: False})
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    # global flags are accepted before and after the subcommand
+    common = argparse.ArgumentParser(add_help=False)
+    _global_flags(common, argparse.SUPPRESS)
 
-    s = sub.add_parser("simulate", help="simulate a COSI-like data set (histpy files)",
+    s = sub.add_parser("simulate", parents=[common],
+                       help="simulate a COSI-like data set (histpy files)",
                        description="Simulate instrument, sky and Poisson counts; write the "
                                    "files a real analysis has (response, CCM, events, "
                                    "background, true sky).")
@@ -53,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--overwrite", action="store_true", help="replace existing files")
 
-    r = sub.add_parser("run", help="MAP imaging run (RL, RLsimple, MAP_RL) from a YAML file",
+    r = sub.add_parser("run", parents=[common],
+                       help="MAP imaging run (RL, RLsimple, MAP_RL) from a YAML file",
                        description="Run the deconvolution of a parameter file (cosipy "
                                    "layout, see models/) on a data directory.")
     r.add_argument("config", help="parameter file (YAML), e.g. models/rl.yml")
@@ -70,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a checkpoint every N iterations (default 5)")
     r.add_argument("--float32", action="store_true", help="float32 arrays (default float64)")
 
-    sp = sub.add_parser("sample", help="posterior sampling (NUTS, HMC, SVI, Laplace, "
+    sp = sub.add_parser("sample", parents=[common],
+                                       help="posterior sampling (NUTS, HMC, SVI, Laplace, "
                                        "bootstrap) from a YAML file",
                         description="Sample the posterior of the sky (uncertainty maps, ArviZ "
                                     "diagnostics) with the sampling: section of a YAML file "
@@ -87,16 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=None, help="random seed (sampling:seed)")
     sp.add_argument("--float32", action="store_true", help="float32 arrays (default float64)")
 
-    rp = sub.add_parser("report", help="figures and report.md of a run or posterior directory",
+    rp = sub.add_parser("report", parents=[common],
+                        help="figures and report.md of a run or posterior directory",
                         description="Redraw the figures and report.md of a `probdeconv run` "
                                     "or `probdeconv sample` output directory.")
     rp.add_argument("directory")
     rp.add_argument("--data", default=None,
                     help="data directory (default: the one recorded in run.yml)")
 
-    i = sub.add_parser("info", help="axes, units and sums of a histogram/response/CCM file")
+    i = sub.add_parser("info", parents=[common],
+    help="axes, units and sums of a histogram/response/CCM file")
     i.add_argument("file")
     return p
+
+
+def _global_flags(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show tracebacks and debug logs")
+    p.add_argument("--quiet", action="store_true", default=default,
+                   help="no progress bar, warnings only")
+    p.add_argument("--verbose", action="store_true", default=default,
+                   help="log each iteration to the terminal")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(report_command(args))  # one-line summary of what was written
             return 0
+    except BrokenPipeError:
+        # the reader of our output went away (`probdeconv info f.h5 | head`): not an error;
+        # point stdout at /dev/null so that the flush at exit does not fail again
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("probdeconv: interrupted (a checkpoint, if any, is kept; use --resume)",
               file=sys.stderr)

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from .. import __version__
+from ..version import __version__
 from ..config import Parameters
 from ..errors import FileFormatError
 from .common import (

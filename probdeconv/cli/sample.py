@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import __version__
+from ..version import __version__
 from ..config import Parameters
 from ..errors import FileFormatError, ParameterError
 from ..results.posterior import Posterior
