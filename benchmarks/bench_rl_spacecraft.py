@@ -559,8 +559,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="timed iterations after the first (warm-up) one (default 10)")
     ap.add_argument("--float32", action="store_true", help="run probdeconv in float32")
     ap.add_argument("--acceleration", default="MaxStep", choices=["MaxStep", "classic"],
-                    help="probdeconv accelerator (default MaxStep, the accelerator of "
-                         "cosipy 0.4.x; classic = cosipy 0.3 alpha without likelihood check)")
+                    help="probdeconv accelerator (default MaxStep, probdeconv's form of "
+                         "cosipy 0.4.x's accelerator; classic = cosipy 0.4.x's default "
+                         "MaxStep computed as cosipy does)")
     ap.add_argument("--write", type=Path, metavar="DIR",
                     help="write the problem as histpy HDF5 files under DIR/nside<N>/")
     ap.add_argument("--cosipy-python", default=None, metavar="PYTHON",

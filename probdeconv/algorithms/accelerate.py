@@ -5,10 +5,12 @@ The expectation is linear in the image, so along a direction ``d`` with ``A d`` 
 ``LineSearch`` need one forward projection (of ``d``) and one back projection per
 iteration, like plain RL.
 
-- ``classic`` (cosipy's ``acceleration``): ``α`` = largest step keeping the image
-  non-negative, within ``[1, alpha_max]``, taken without checking the likelihood.
-- ``MaxStep``: that largest step, accepted only if the objective is not lower than at
-  the plain EM step.
+- ``classic`` (cosipy's ``acceleration``, as cosipy 0.4.x's default ``MaxStep`` does it):
+  ``α`` = largest step keeping the image non-negative, within ``[1, alpha_max]``, kept
+  only if the log-likelihood extrapolated along the unmasked step, with the background
+  before clipping, is not below the plain step's (``em._classic_update``).
+- ``MaxStep``: probdeconv's variant: that largest step along the masked direction,
+  accepted only if the objective is not lower than at the plain EM step.
 - ``LineSearch``: golden-section search of the objective on the feasible interval.
 - ``SQUAREM`` (Varadhan & Roland 2008, scheme S3): two EM steps ``θ1 = M(θ0)``,
   ``θ2 = M(θ1)``; ``r = θ1 − θ0``, ``v = θ2 − 2θ1 + θ0``, ``α = −‖r‖/‖v‖`` (at most −1);
