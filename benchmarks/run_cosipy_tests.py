@@ -200,7 +200,8 @@ def resolve(origin, name):
             try:
                 m = importlib.import_module(mod)
             except ModuleNotFoundError as e:
-                if e.name != mod:  # the module exists but one of its imports is missing
+                if not (mod == e.name or mod.startswith(str(e.name) + ".")):
+                    # the module exists but one of its own imports is missing
                     tried[-1] += " [import failed: " + str(e) + "]"
                 continue
             except ImportError as e:
