@@ -30,8 +30,7 @@ import jax
 import numpy as np
 
 import probdeconv
-from probdeconv.inference import Problem
-from probdeconv.inference.latent import prepare
+from probdeconv.inference.start import prepare
 from probdeconv.simulate import simulate
 
 
@@ -39,7 +38,8 @@ def build(nside: int, phi_bins: int, seed: int, sky: str):
     sim = simulate(sky=sky, nside=nside, seed=seed, phi_bins=phi_bins, scatt_nside=1,
                    psichi_oversampling=1)
     data = sim.dataif()
-    problem = Problem.from_dataif([data], bkg_free=True, bkg_range={"bkg": [0.01, 10.0]})
+    problem = probdeconv.problem_from_dataif([data], bkg_free=True,
+                                             bkg_range={"bkg": [0.01, 10.0]})
     return sim, problem
 
 

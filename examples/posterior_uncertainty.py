@@ -17,15 +17,15 @@ import healpy as hp
 import numpy as np
 
 import probdeconv
-from probdeconv.inference import Problem
 from probdeconv.simulate import simulate
 
 
 def main(out: str = "results/posterior") -> int:
     sim = simulate(sky="points", nside=2, seed=1, phi_bins=6)
     data = sim.dataif("points")
-    problem = Problem.from_dataif([data], bkg_free=True, bkg_range={"bkg": [0.5, 2.0]},
-                                  image_prior="gamma", gamma=(1.0, float("inf")))
+    problem = probdeconv.problem_from_dataif([data], bkg_free=True,
+                                             bkg_range={"bkg": [0.5, 2.0]},
+                                             image_prior="gamma", gamma=(1.0, float("inf")))
     post = probdeconv.sample(problem, method="nuts", num_warmup=300, num_samples=500,
                              chains=2, seed=0)
     print(post.diagnostics().summary())

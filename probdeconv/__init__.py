@@ -17,12 +17,15 @@ from .errors import (  # noqa: E402
     ProbdeconvError,
 )
 from .histogram import Axes, Axis, HealpixAxis, Histogram, as_histogram  # noqa: E402
-from .inference.sampling import sample  # noqa: E402
+from .forward.problem import Problem  # noqa: E402
+from .results.posterior import Posterior  # noqa: E402
+from .results.sampling import sample  # noqa: E402
 from .shell.algorithm_base import DeconvolutionAlgorithmBase  # noqa: E402
 from .shell.allsky_image import AllSkyImageModel, ModelBase  # noqa: E402
 from .shell.dataif import DataIF_COSI_DC2, ImageDeconvolutionDataInterfaceBase  # noqa: E402
 from .shell.image_deconvolution import ImageDeconvolution  # noqa: E402
 from .shell.map_richardson_lucy import MAP_RichardsonLucy  # noqa: E402
+from .shell.problem import problem_from_dataif  # noqa: E402
 from .shell.response import CoordsysConversionMatrix, FullDetectorResponse  # noqa: E402
 from .shell.richardson_lucy import RichardsonLucy, RichardsonLucySimple  # noqa: E402
 from .spacecraft import SpacecraftAttitudeExposureTable, SpacecraftFile  # noqa: E402
@@ -48,11 +51,14 @@ __all__ = [
     "ModelBase",
     "Parameters",
     "ParameterError",
+    "Posterior",
+    "Problem",
     "ProbdeconvError",
     "RichardsonLucy",
     "RichardsonLucySimple",
     "SpacecraftAttitudeExposureTable",
     "SpacecraftFile",
     "as_histogram",
+    "problem_from_dataif",
     "sample",
 ]

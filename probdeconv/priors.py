@@ -10,6 +10,10 @@ prior filter (through :func:`grad_log_prior`) and the NumPyro model (as ``factor
   ``−c Σ_j Σ_{n∈N(j)} Σ_e (λ_je − λ_ne)²`` with the 8 neighbours of
   ``healpy.get_all_neighbours`` (a missing neighbour counts as the pixel itself).
 - :class:`EntropyPrior`: ``c Σ λ (1 − log(λ / m))`` with reference map ``m``.
+- :class:`LogNormalPrior`: ``log λ ~ N(loc, scale²)`` per pixel (without its normalisation).
+
+How they combine into the one log-posterior of both engines (MAP-EM and the NumPyro
+model) is :mod:`probdeconv.forward.posterior`.
 
 Examples
 --------
@@ -31,8 +35,8 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["GammaPrior", "TSVPrior", "EntropyPrior", "neighbour_table", "total_log_prior",
-           "grad_log_prior", "build_priors"]
+__all__ = ["GammaPrior", "TSVPrior", "EntropyPrior", "LogNormalPrior", "neighbour_table",
+           "total_log_prior", "grad_log_prior"]
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -92,6 +96,31 @@ class EntropyPrior(NamedTuple):
         return self.coefficient * jnp.sum(x * (1.0 - jnp.log(x / self.reference)))
 
 
+class LogNormalPrior(NamedTuple):
+    """Independent log-normal prior per pixel, ``log λ ~ N(loc, scale²)``.
+
+    ``log_prob`` is the density of ``λ`` *without* its normalising constant:
+    ``Σ_j [−log λ_j − (log λ_j − loc_j)² / (2 scale_j²)]`` over the free pixels (``mask``;
+    default all).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> float(LogNormalPrior(jnp.zeros((1, 1)), jnp.ones((1, 1))).log_prob(jnp.ones((1, 1))))
+    -0.0
+    """
+
+    loc: jax.Array  # [lb, Ei]
+    scale: jax.Array  # [lb, Ei]
+
+    def log_prob(self, image: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        if mask is None:
+            mask = jnp.ones(image.shape, dtype=bool)
+        x = jnp.where(mask, image, 1.0)  # safe value where masked (no 0 · ∞ in gradients)
+        z = (jnp.log(x) - self.loc) / self.scale
+        return jnp.sum(jnp.where(mask, -jnp.log(x) - 0.5 * z * z, 0.0))
+
+
 def total_log_prior(priors: Sequence, image: jax.Array) -> jax.Array:
     """Sum of ``log_prob`` over priors (0 for none)."""
     return sum((p.log_prob(image) for p in priors), jnp.zeros((), image.dtype))
@@ -102,36 +131,3 @@ def grad_log_prior(priors: Sequence, image: jax.Array) -> jax.Array:
     if not priors:
         return jnp.zeros_like(image)
     return jax.grad(lambda x: total_log_prior(priors, x))(image)
-
-
-def build_priors(prior_parameters: dict | None, *, nside: int, nest: bool = False,
-                 model_unit_to_flux: float = 1.0) -> dict:
-    """Priors other than gamma from a parameter tree ``{TSV: {coefficient}, entropy: {...}}``.
-
-    Returns ``{name: prior}``; ``gamma`` is handled by the EM update itself.
-    """
-    out = {}
-    for name, par in (prior_parameters or {}).items():
-        if name == "gamma":
-            continue
-        par = dict(par or {})
-        if "coefficient" not in par:
-            raise ParameterError(f"deconvolution:parameter:prior:{name}:coefficient is "
-                                 "missing; give a number, e.g. coefficient: 1.0e+6.")
-        c = float(par["coefficient"])
-        if name == "TSV":
-            out[name] = TSVPrior.build(nside, c, nest)
-        elif name == "entropy":
-            ref = par.get("reference", 1.0)
-            factor = model_unit_to_flux
-            if isinstance(ref, dict):
-                if ref.get("unit") is not None:
-                    import astropy.units as u
-
-                    factor = float(u.Unit(ref["unit"]).to("cm-2 s-1 sr-1"))
-                ref = ref.get("value", 1.0)
-            out[name] = EntropyPrior(c, jnp.asarray(float(ref) * factor))
-        else:
-            raise ParameterError(f"deconvolution:parameter:prior:{name}: unknown prior; valid "
-                                 "choices: ['TSV', 'entropy', 'gamma'].")
-    return out

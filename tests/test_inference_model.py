@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import synthetic_arrays
+from histpy import Axis, HealpixAxis
 from numpyro.infer import Trace_ELBO
 from numpyro.infer.autoguide import AutoDelta
 from numpyro.infer.util import log_density
@@ -21,9 +22,9 @@ from probdeconv import forward as fm
 from probdeconv.algorithms import em
 from probdeconv.config import validate_algorithm_parameters, validate_run_parameters
 from probdeconv.errors import DataError, ParameterError
-from probdeconv.histogram import Axis, HealpixAxis
+from probdeconv.forward.posterior import log_posterior, make_config
 from probdeconv.inference import map as gmap
-from probdeconv.inference.model import log_posterior, make_config, sky_model
+from probdeconv.inference.model import sky_model
 from probdeconv.priors import EPS, EntropyPrior, TSVPrior
 from probdeconv.shell.map_gradient import MAPGradient
 from probdeconv.shell.map_richardson_lucy import MAP_RichardsonLucy

@@ -20,6 +20,7 @@ from probdeconv import (
 from probdeconv import forward as fm
 from probdeconv import priors as pr
 from probdeconv.algorithms import em, map_em
+from probdeconv.forward.posterior import make_config
 
 FLAT = {"gamma": {"model": {"theta": {"value": float("inf"), "unit": "cm-2 s-1 sr-1"},
                             "k": {"value": 1.0}},
@@ -128,10 +129,11 @@ def test_map_log_posterior_never_decreases(accel):
     """Gamma prior (k ≥ 1) keeps MAP-EM an EM algorithm: the log-posterior is monotone."""
     counts, response, bkgs, ccm = synthetic_arrays(5, local=True)
     dss = (fm.make_dataset(counts, response, bkgs, ccm=ccm),)
-    opts = map_em.MAPOptions(acceleration=accel, optimize_bkg=True)
+    opts = map_em.MAPOptions(acceleration=accel)
+    cfg = make_config(dss[0].model_shape, n_bkg=1, image_prior="gamma", gamma=(1.5, 20.0),
+                      bkg_free=True, bkg_prior="gamma", bkg_gamma=(2.0, 5.0))
     params = map_em.MAPParams(em=em.make_params(dss, em.EMOptions(), alpha_max=10.0),
-                              k=jnp.asarray(1.5), theta=jnp.asarray(20.0),
-                              k_bkg=jnp.asarray(2.0), theta_bkg=jnp.asarray(5.0), priors=())
+                              posterior=cfg)
     state = map_em.init(jnp.ones(dss[0].model_shape), jnp.ones(1), dss, params)
     step = map_em.build_step(opts)
     prev = -np.inf
@@ -142,21 +144,21 @@ def test_map_log_posterior_never_decreases(accel):
         assert bool(jnp.all(state.model >= 0))
         prev = now
     want = map_em.log_posterior(dss, state.model, state.bkg_norm,
-                                em.sky_counts(dss, state.model), params, opts)
+                                em.sky_counts(dss, state.model), params)
     assert float(want) == pytest.approx(now, rel=1e-9)
 
 
 def test_map_step_compiles_once():
     counts, response, bkgs, _ = synthetic_arrays(6)
     dss = (fm.make_dataset(counts, response, bkgs),)
-    opts = map_em.MAPOptions(weighting=True, prior_names=("TSV",))
+    opts = map_em.MAPOptions(weighting=True)
     step = map_em.build_step(opts)
     before = map_em.TRACE_COUNT.get(opts, 0)
     for c in (1e-3, 2e-3):
+        cfg = make_config(dss[0].model_shape, n_bkg=1, image_prior="gamma",
+                          priors={"TSV": pr.TSVPrior.build(1, c)})
         params = map_em.MAPParams(em=em.make_params(dss, em.EMOptions(weighting=True)),
-                                  k=jnp.asarray(1.0), theta=jnp.asarray(jnp.inf),
-                                  k_bkg=jnp.asarray(1.0), theta_bkg=jnp.asarray(jnp.inf),
-                                  priors=(pr.TSVPrior.build(1, c),))
+                                  posterior=cfg)
         state = map_em.init(jnp.ones(dss[0].model_shape), jnp.ones(1), dss, params)
         for _ in range(3):
             state, _ = step(state, dss, params)
@@ -172,7 +174,6 @@ def test_map_rl_fixed_point_agrees_with_gradient_map(tsv_c):
     With TSV, MAP-RL's exponential prior filter stops short of the maximum (the filter is
     exp(x) where stationarity needs 1/(1-x)); measured here: image within 1 %."""
     from probdeconv.inference.map import map_run
-    from probdeconv.inference.model import make_config
     from probdeconv.simulate import simulate
 
     sim = simulate(sky="bulge511", nside=4, seed=2, phi_bins=8, scatt_nside=1, scatt_x_nside=1,
@@ -181,12 +182,12 @@ def test_map_rl_fixed_point_agrees_with_gradient_map(tsv_c):
     dss = (ds,)
     priors = {"TSV": pr.TSVPrior.build(4, tsv_c)} if tsv_c else {}
     k, theta = 3.0, 2.0e-4
+    # ONE posterior configuration for both engines
+    config = make_config(ds.model_shape, n_bkg=1, image_prior="gamma", gamma=(k, theta),
+                         priors=priors, bkg_free=True, bkg_range=[[0.5, 2.0]])
     params = map_em.MAPParams(em=em.make_params(dss, em.EMOptions(), bkg_range=[[0.5, 2.0]]),
-                              k=jnp.asarray(k), theta=jnp.asarray(theta),
-                              k_bkg=jnp.asarray(1.0), theta_bkg=jnp.asarray(jnp.inf),
-                              priors=tuple(priors.values()))
-    opts = map_em.MAPOptions(acceleration="SQUAREM", optimize_bkg=True,
-                             prior_names=tuple(priors))
+                              posterior=config)
+    opts = map_em.MAPOptions(acceleration="SQUAREM")
     state = map_em.init(jnp.full(ds.model_shape, 1e-3), jnp.ones(1), dss, params)
     step = map_em.build_step(opts)
     prev = -np.inf
@@ -196,8 +197,6 @@ def test_map_rl_fixed_point_agrees_with_gradient_map(tsv_c):
         if abs(now - prev) < 1e-9:
             break
         prev = now
-    config = make_config(ds.model_shape, n_bkg=1, image_prior="gamma", gamma=(k, theta),
-                         priors=priors, bkg_free=True, bkg_range=[[0.5, 2.0]])
     res = map_run(state.model, state.bkg_norm, dss, config, max_iterations=2000,
                   tolerance=1e-15)
     assert float(res.log_posterior[-1]) == pytest.approx(now, rel=1e-6)

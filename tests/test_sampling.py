@@ -25,9 +25,10 @@ from probdeconv import ParameterError
 from probdeconv import forward as fm
 from probdeconv.cli.main import main
 from probdeconv.forward import make_dataset
-from probdeconv.inference import Posterior, Problem
-from probdeconv.inference.latent import prepare
-from probdeconv.inference.problem import problem_from_parameters
+from probdeconv.forward.problem import Problem
+from probdeconv.inference.start import prepare
+from probdeconv.results.posterior import Posterior
+from probdeconv.shell.problem import problem_from_parameters
 from probdeconv.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,11 +213,10 @@ def test_cli_sample_then_report(tmp_path, capsys):
 
 def test_bootstrap_of_map_rl_uses_the_priors(tiny):
     """MAP-RL bootstrap with a strong gamma prior: replicates are pulled towards k θ."""
-    from probdeconv.inference import Problem
-
     sim, _ = tiny
-    strong = Problem.from_dataif([sim.dataif()], bkg_free=True, bkg_range={"bkg": [0.01, 10.0]},
-                                 image_prior="gamma", gamma=(50.0, 1e-6))
+    strong = probdeconv.problem_from_dataif([sim.dataif()], bkg_free=True,
+                                            bkg_range={"bkg": [0.01, 10.0]},
+                                            image_prior="gamma", gamma=(50.0, 1e-6))
     post = probdeconv.sample(strong, method="bootstrap", algorithm="MAP_RL", num_samples=8,
                              iterations=30, batch=4, acceleration="LineSearch",
                              progress_bar=False)

@@ -9,6 +9,12 @@ One iteration (spec §2):
 4. ``b_k ← clip((b_k Σ B_k (d/E) + k_b − 1) / (Σ B_k + 1/θ_b), range_k)``;
 5. the new expectation, log-likelihood, log-priors and log-posterior.
 
+The priors are the posterior configuration of :mod:`probdeconv.forward.posterior` (the one
+the NumPyro model uses): ``(k, θ)`` and ``(k_b, θ_b)`` are its :func:`image_gamma` and
+:func:`bkg_gamma`, ``P_p`` its :func:`filter_log_prior` (TSV, entropy, log-normal), the
+backgrounds are fitted when it has them free, and the registered log-priors are its
+:func:`log_prior_terms`.
+
 Acceleration composes: ``MaxStep`` / ``LineSearch`` scale the step ``λ_new − λ_prev``
 (objective: the log-posterior, expectation linear in the step); ``SQUAREM`` wraps the step.
 """
@@ -23,8 +29,14 @@ import jax
 import jax.numpy as jnp
 
 from .. import forward as fm
-from .. import priors as pr
 from ..errors import ParameterError
+from ..forward.posterior import (
+    SkyModelConfig,
+    bkg_gamma,
+    filter_log_prior,
+    image_gamma,
+    log_prior_terms,
+)
 from . import accelerate
 from .em import (
     EMParams,
@@ -44,30 +56,25 @@ MAX_LOG_FILTER = 30.0
 
 
 class MAPOptions(NamedTuple):
-    """Static choices of MAP-EM."""
+    """Static choices of MAP-EM (whether backgrounds are fitted is the posterior's
+    ``bkg_free``)."""
 
     weighting: bool = False
-    acceleration: str = "none"  # none | MaxStep | LineSearch | SQUAREM
-    optimize_bkg: bool = False
-    prior_names: tuple[str, ...] = ()  # names of the priors in MAPParams.priors
+    acceleration: str = "none"  # "none" or one MAP_RL runs (accelerate.REGISTRY)
 
 
 class MAPParams(NamedTuple):
-    """Dynamic numbers: the shared EM parameters, gamma priors and other priors."""
+    """Dynamic numbers: the shared EM parameters and the posterior's priors."""
 
     em: EMParams
-    k: jax.Array  # gamma shape on the image
-    theta: jax.Array  # gamma scale on the image (inf = flat)
-    k_bkg: jax.Array
-    theta_bkg: jax.Array
-    priors: tuple  # prior objects with log_prob (probdeconv.priors)
+    posterior: SkyModelConfig  # priors on image and backgrounds (forward.posterior)
 
 
 class MAPInfo(NamedTuple):
     prior_filter: jax.Array  # [lb, Ei]
     alpha: jax.Array
     loglik: jax.Array  # [n_datasets]
-    log_prior: dict  # {'gamma_model', 'gamma_bkg', name...}
+    log_prior: dict  # forward.posterior.log_prior_terms: {'gamma_model', 'gamma_bkg', name...}
     log_posterior: jax.Array
 
 
@@ -79,34 +86,29 @@ def init(model, bkg_norm, datasets: Sequence[fm.Dataset], params: MAPParams) -> 
     return EMState(model, bkg_norm, sky_counts(datasets, model), jnp.asarray(0, jnp.int32))
 
 
-def log_priors(model, bkg_norm, params: MAPParams, options: MAPOptions) -> dict:
-    """Log-prior terms as cosipy names them (``gamma_model``, ``gamma_bkg``, prior names)."""
-    out = {"gamma_model": pr.GammaPrior(params.k, params.theta).log_prob(model)}
-    if options.optimize_bkg:
-        out["gamma_bkg"] = ((params.k_bkg - 1.0) * jnp.sum(jnp.log(bkg_norm))
-                            - jnp.sum(bkg_norm / params.theta_bkg))
-    else:
-        out["gamma_bkg"] = jnp.zeros((), model.dtype)
-    for name, p in zip(options.prior_names, params.priors):
-        out[name] = p.log_prob(model)
-    return out
+def log_priors(model, bkg_norm, params: MAPParams) -> dict:
+    """The posterior's log-prior terms at the iterate (:func:`log_prior_terms`, as cosipy
+    names them: ``gamma_model``, ``gamma_bkg`` when the backgrounds are fitted, prior names)."""
+    return log_prior_terms(model, bkg_norm, params.posterior)
 
 
-def log_posterior(datasets, model, bkg_norm, sky, params, options) -> jax.Array:
-    """``Σ logL + Σ log priors`` (no ``log d!`` terms)."""
-    lp = log_priors(model, bkg_norm, params, options)
-    return jnp.sum(logliks(datasets, sky, bkg_norm)) + sum(lp.values())
+def log_posterior(datasets, model, bkg_norm, sky, params: MAPParams) -> jax.Array:
+    """``Σ logL + Σ log priors`` (no ``log d!`` terms) with the reduced expectation ``sky``."""
+    lp = log_priors(model, bkg_norm, params)
+    return jnp.sum(logliks(datasets, sky, bkg_norm)) + sum(lp.values(),
+                                                            jnp.zeros((), model.dtype))
 
 
 def _map_update(state: EMState, datasets, params: MAPParams, options: MAPOptions):
-    em_p = params.em
+    em_p, cfg = params.em, params.posterior
+    gamma, gamma_b = image_gamma(cfg), bkg_gamma(cfg)
     expect = expectations(datasets, state.sky, state.bkg_norm)
     ratios, t = ratios_and_backprojection(datasets, expect)  # d / E at observed bins, Aᵀ(d / E)
     free = em_p.mask & (em_p.exposure > 0)
-    denom = jnp.where(free, em_p.exposure + 1.0 / params.theta, 1.0)
-    model_em = jnp.where(free, (state.model * t + params.k - 1.0) / denom, 0.0)
+    denom = jnp.where(free, em_p.exposure + 1.0 / gamma.theta, 1.0)
+    model_em = jnp.where(free, (state.model * t + gamma.k - 1.0) / denom, 0.0)
     model_em = jnp.maximum(model_em, em_p.minimum_flux)
-    grad = pr.grad_log_prior(params.priors, model_em)
+    grad = jax.grad(filter_log_prior)(model_em, cfg)  # [lb, Ei]; 0 without such priors
     # The exponent is clipped at ±MAX_LOG_FILTER so that a prior far too strong for the
     # data's scale saturates instead of overflowing to inf / NaN.
     prior_filter = jnp.where(free, jnp.exp(jnp.clip(grad / denom, -MAX_LOG_FILTER,
@@ -117,9 +119,9 @@ def _map_update(state: EMState, datasets, params: MAPParams, options: MAPOptions
     model = jnp.where(em_p.mask, model, 0.0)
     model = jnp.maximum(model, em_p.minimum_flux)
     bkg = state.bkg_norm
-    if options.optimize_bkg and bkg.shape[0] > 0:
+    if cfg.bkg_free and bkg.shape[0] > 0:
         prod = background_products(datasets, ratios, bkg)
-        new = (bkg * prod + params.k_bkg - 1.0) / (em_p.summed_bkg + 1.0 / params.theta_bkg)
+        new = (bkg * prod + gamma_b.k - 1.0) / (em_p.summed_bkg + 1.0 / gamma_b.theta)
         new = jnp.where(em_p.summed_bkg > 0, new, bkg)
         bkg = jnp.clip(new, em_p.bkg_range[:, 0], em_p.bkg_range[:, 1])
     return model, bkg, prior_filter
@@ -138,7 +140,7 @@ def step(state: EMState, datasets, params: MAPParams, options: MAPOptions):
 
         def objective(a):
             sky = tuple(s + a * sd for s, sd in zip(state.sky, sky_d))
-            return log_posterior(datasets, state.model + a * d, bkg, sky, params, options)
+            return log_posterior(datasets, state.model + a * d, bkg, sky, params)
 
         alpha, _ = accelerate.search_alpha(options.acceleration, objective,
                                            jnp.asarray(1.0, model.dtype), hi)
@@ -147,13 +149,13 @@ def step(state: EMState, datasets, params: MAPParams, options: MAPOptions):
         new_sky = tuple(s + alpha * sd for s, sd in zip(state.sky, sky_d))
     else:
         new_sky = sky_counts(datasets, model)
-    return _finish(state, model, bkg, new_sky, prior_filter, alpha, datasets, params, options)
+    return _finish(state, model, bkg, new_sky, prior_filter, alpha, datasets, params)
 
 
-def _finish(state, model, bkg, sky, prior_filter, alpha, datasets, params, options):
+def _finish(state, model, bkg, sky, prior_filter, alpha, datasets, params):
     loglik = logliks(datasets, sky, bkg)
-    lp = log_priors(model, bkg, params, options)
-    post = jnp.sum(loglik) + sum(lp.values())
+    lp = log_priors(model, bkg, params)
+    post = jnp.sum(loglik) + sum(lp.values(), jnp.zeros((), model.dtype))
     new = EMState(model, bkg, sky, state.iteration + 1)
     return new, MAPInfo(prior_filter, alpha, loglik, lp, post)
 
@@ -165,19 +167,19 @@ def squarem(state: EMState, datasets, params: MAPParams, options: MAPOptions):
 
     def project(model, bkg):
         model = jnp.maximum(jnp.where(em_p.mask, model, 0.0), em_p.minimum_flux)
-        if options.optimize_bkg and bkg.shape[0] > 0:
+        if params.posterior.bkg_free and bkg.shape[0] > 0:
             bkg = jnp.clip(bkg, em_p.bkg_range[:, 0], em_p.bkg_range[:, 1])
         return model, bkg
 
     def objective(model, bkg, sky):
-        return log_posterior(datasets, model, bkg, sky, params, options)
+        return log_posterior(datasets, model, bkg, sky, params)
 
     new, info, sq = accelerate.squarem_step(
         lambda s: step(s, datasets, params, base), project,
         lambda m: sky_counts(datasets, m), objective, state)
     new = new._replace(iteration=state.iteration + 1)
     _, fin = _finish(state, new.model, new.bkg_norm, new.sky, info.prior_filter, sq.alpha,
-                     datasets, params, options)
+                     datasets, params)
     return new, fin
 
 

@@ -2,9 +2,9 @@
 
 The YAML file has the ``model_definition`` section of a run file (``nside`` and the energy
 edges are taken from the data), a ``prior:`` section
-(:func:`probdeconv.inference.problem.parse_prior_section`) and a ``sampling:`` section whose
+(:mod:`probdeconv.config.priors`) and a ``sampling:`` section whose
 ``method`` picks the sampler and whose other keys are that sampler's options (see
-:func:`probdeconv.inference.sampling.sample`), e.g.::
+:func:`probdeconv.results.sampling.sample`), e.g.::
 
     sampling: {method: nuts, num_warmup: 500, num_samples: 1000, chains: 2, seed: 0,
                target_accept: 0.8, dense_mass: false}
@@ -24,10 +24,13 @@ from pathlib import Path
 
 import yaml
 
-from ..version import __version__
 from ..config import Parameters
 from ..errors import FileFormatError, ParameterError
+from ..io.posterior import MARKER
 from ..results.posterior import Posterior
+from ..results.sampling import sample
+from ..shell.problem import problem_from_parameters
+from ..version import __version__
 from .common import (
     apply_overrides,
     fit_model_to_data,
@@ -45,10 +48,6 @@ SECTIONS = ("model_definition", "prior", "sampling")
 
 def sample_command(args) -> str:
     """Run the sampler of a YAML file on a data directory and write a posterior directory."""
-    from ..inference.problem import problem_from_parameters
-    from ..inference.sampling import sample
-    from ..io.posterior import MARKER
-
     out = Path(args.out)
     setup_logging(args, out)
     params = Parameters.open(args.config)

@@ -28,6 +28,7 @@ from probdeconv.config.parameters import (
     show_value,
 )
 from probdeconv.errors import ParameterError
+from probdeconv.config.priors import MAP_KEYS, check_prior_section
 
 __all__ = ["validate_algorithm_parameters", "validate_run_parameters"]
 
@@ -56,7 +57,6 @@ _WHAT = {
     "prior": "a mapping of prior name to its settings",
     "mapping": "a mapping",
 }
-_PRIOR_NAMES = ("TSV", "entropy", "gamma")
 
 
 def _bad(path: str, value: Any, what: str, choices: Iterable[Any] | None = None) -> ParameterError:
@@ -128,8 +128,8 @@ def _leaf(kind: Any, value: Any, path: str) -> Any:
             return out
     elif kind == "ranges":
         return _ranges(value, path)
-    elif kind == "prior":
-        return _prior(value, path)
+    elif kind == "prior":  # the one prior-section reader, cosipy's layout
+        return check_prior_section(value, path, keys=MAP_KEYS)
     elif kind == "mapping":
         return as_dict(value, path)
     elif kind == "ignored":
@@ -153,31 +153,6 @@ def _ranges(value: Any, path: str) -> dict | None:
             raise _bad(sub, pair, "a list [lower, upper] of two numbers >= 0, lower <= upper")
         out[name] = [lo, hi]
     return out
-
-
-def _loose(node: Any, path: str) -> Any:
-    """Copy a loosely checked prior sub-tree, normalising numbers, 'inf' and units."""
-    if not isinstance(node, Mapping):
-        return plain_value(node)
-    out = {}
-    for key, value in node.items():
-        sub = join_path(path, key)
-        if key in ("value", "coefficient") and not isinstance(value, Mapping | list):
-            out[key] = _real(value, sub, "real|inf")
-        else:
-            out[key] = _unit(value, sub, "unit") if key == "unit" else _loose(value, sub)
-    return out
-
-
-def _prior(value: Any, path: str) -> dict:
-    if not isinstance(value, Mapping):
-        raise _bad(path, value, _WHAT["prior"], _PRIOR_NAMES)
-    for name, sub in value.items():
-        if name not in _PRIOR_NAMES:
-            raise _unknown_key(path, name, sub, _PRIOR_NAMES)
-        if not isinstance(sub, Mapping):
-            raise _bad(join_path(path, name), sub, "a mapping, e.g. {coefficient: 1.0}")
-    return {name: _loose(sub, join_path(path, name)) for name, sub in value.items()}
 
 
 def _check(spec: Any, value: Any, path: str) -> Any:

@@ -13,11 +13,11 @@ Examples
 --------
 >>> import numpy as np
 >>> from probdeconv.forward import make_dataset
->>> from probdeconv.inference.problem import Problem
+>>> from probdeconv.forward.problem import Problem
 >>> rng = np.random.default_rng(0)
 >>> ds = make_dataset(rng.poisson(20.0, (2, 3, 12)), rng.random((12, 1, 2, 3, 12)))
->>> post = run_bootstrap(Problem.from_datasets([ds]), num_draws=16, iterations=20)
->>> post.store.read("image").shape
+>>> draws = run_bootstrap(Problem.from_datasets([ds]), num_draws=16, iterations=20)
+>>> draws.store.read("image").shape
 (1, 16, 12, 1)
 """
 
@@ -36,11 +36,9 @@ from tqdm.auto import tqdm
 from .. import forward as fm
 from ..algorithms import em, map_em
 from ..errors import ParameterError
-from ..priors import GammaPrior
-from ..results.posterior import Posterior
-from .draws import DrawStore
-from .latent import flat_start
-from .problem import Problem
+from ..forward.problem import Problem
+from .draws import Draws, DrawStore
+from .start import flat_start
 
 __all__ = ["RESAMPLE", "run_bootstrap"]
 
@@ -93,8 +91,8 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
                   resample: str = "poisson", acceleration: str = "none",
                   algorithm: str = "RL",
                   alpha_max: float = 10.0, seed: int = 0, batch: int = 8,
-                  init_image: np.ndarray | None = None, store_path: Any = None,
-                  progress_bar: bool = True) -> Posterior:
+                  init_image: np.ndarray | None = None, backend: Any = None,
+                  progress_bar: bool = True) -> Draws:
     """Bootstrap replicates of RL or MAP-RL: the spread of the map under resampled counts.
 
     Parameters
@@ -144,16 +142,9 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
     params = em.make_params(problem.datasets, options, mask=problem.mask,
                             bkg_range=np.asarray(cfg.bkg_range), alpha_max=alpha_max,
                             n_bkg=cfg.n_bkg)
-    if algorithm == "MAP_RL":
-        gamma = g if cfg.image_prior == "gamma" else GammaPrior()
-        bg = cfg.bkg_gamma if cfg.bkg_prior == "gamma" else GammaPrior()
-        dt = problem.dtype
-        params = map_em.MAPParams(em=params, k=jnp.asarray(gamma.k, dt),
-                                  theta=jnp.asarray(gamma.theta, dt),
-                                  k_bkg=jnp.asarray(bg.k, dt), theta_bkg=jnp.asarray(bg.theta, dt),
-                                  priors=tuple(cfg.priors.values()))
-        options = map_em.MAPOptions(acceleration=acceleration, optimize_bkg=bool(cfg.bkg_free),
-                                    prior_names=tuple(cfg.priors))
+    if algorithm == "MAP_RL":  # the problem's own posterior: its priors, its backgrounds
+        params = map_em.MAPParams(em=params, posterior=cfg)
+        options = map_em.MAPOptions(acceleration=acceleration)
     image0 = jnp.asarray(flat_start(problem) if init_image is None else init_image,
                          dtype=problem.dtype)
     bkg0 = cfg.bkg_fixed
@@ -164,7 +155,7 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
     shapes = {"image": problem.model_shape}
     if cfg.bkg_free:
         shapes["bkg_norm"] = (problem.n_bkg,)
-    store = DrawStore(1, shapes, store_path)
+    store = DrawStore(1, shapes, backend=backend)
     rng = np.random.default_rng(int(seed))
     t0 = time.perf_counter()
     with tqdm(total=int(num_draws), desc=f"bootstrap {algorithm}", disable=not progress_bar,
@@ -186,6 +177,5 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
                 "iterations": int(iterations), "resample": resample,
                 "acceleration": acceleration, "alpha_max": float(alpha_max),
                 "seed": int(seed)}
-    return Posterior(problem, store, method="bootstrap", settings=settings, timings=timings,
-                     independent=True, map_image=np.asarray(est_img[0]),
-                     map_bkg=np.asarray(est_bkg[0]))
+    return Draws(store, "bootstrap", settings, timings, independent=True,
+                 map_image=np.asarray(est_img[0]), map_bkg=np.asarray(est_bkg[0]))

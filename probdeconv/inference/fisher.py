@@ -20,7 +20,7 @@ Examples
 --------
 >>> import numpy as np
 >>> from probdeconv.forward import make_dataset
->>> from probdeconv.inference.problem import Problem
+>>> from probdeconv.forward.problem import Problem
 >>> ds = make_dataset(np.full((1, 1, 3), 5.0), np.ones((1, 1, 1, 1, 3)), pixel_area=1.0)
 >>> p = Problem.from_datasets([ds])
 >>> F = precision_matrix(p, np.array([5.0 / 3.0]))   # S = 3, E = 5/3 per bin
@@ -39,8 +39,8 @@ import numpy as np
 
 from .. import forward as fm
 from ..errors import ParameterError
-from .model import log_posterior_terms
-from .problem import Problem
+from ..forward.posterior import log_posterior_terms
+from ..forward.problem import Problem
 
 __all__ = ["KINDS", "theta_to_model", "precision_matrix", "log_posterior_theta",
            "cholesky_precision"]

@@ -26,11 +26,11 @@ Examples
 --------
 >>> import numpy as np
 >>> from probdeconv.forward import make_dataset
->>> from probdeconv.inference.problem import Problem
+>>> from probdeconv.forward.problem import Problem
 >>> ds = make_dataset(np.full((1, 1, 4), 20.0), np.ones((1, 1, 1, 1, 4)), pixel_area=1.0)
 >>> p = Problem.from_datasets([ds])
->>> post = run_laplace(p, num_draws=4000, seed=1)
->>> abs(float(post.mean[0, 0]) / 20.25 - 1) < 0.03   # exact posterior mean (80+1)/4
+>>> draws = run_laplace(p, num_draws=4000, seed=1)
+>>> abs(float(draws.store.mean("image")[0, 0]) / 20.25 - 1) < 0.03  # exact: (80+1)/4
 True
 """
 
@@ -46,11 +46,11 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..errors import ParameterError
-from ..results.posterior import Posterior
-from .draws import DrawStore
+from ..forward.problem import Problem
+from .draws import Draws, DrawStore
 from .fisher import cholesky_precision, precision_matrix, theta_to_model
-from .latent import Latent, Start, latent_to_flux, prepare
-from .problem import Problem
+from .latent import Latent, latent_to_flux
+from .start import Start, prepare
 
 __all__ = ["SPACES", "run_laplace", "cholesky_precision"]
 
@@ -70,9 +70,9 @@ def _linear_to_flux(theta_draws, free, config):
 
 def run_laplace(problem: Problem, *, space: str = "log", num_draws: int = 1000, seed: int = 0,
                 fisher: str = "expected", max_params: int = 8192,
-                batch_draws: int | None = None, store_path: Any = None,
+                batch_draws: int | None = None, backend: Any = None,
                 batch_size: int | None = None, start: Start | None = None,
-                **prepare_options: Any) -> Posterior:
+                **prepare_options: Any) -> Draws:
     """Draws from the Laplace approximation of the posterior.
 
     Parameters
@@ -119,7 +119,7 @@ def run_laplace(problem: Problem, *, space: str = "log", num_draws: int = 1000, 
     shapes = {"image": problem.model_shape}
     if problem.config.bkg_free:
         shapes["bkg_norm"] = (problem.n_bkg,)
-    store = DrawStore(1, shapes, store_path)
+    store = DrawStore(1, shapes, backend=backend)
     rng = np.random.default_rng(int(seed))
     batch = int(batch_draws or max(1, min(num_draws, 2.5e8 // (8 * max(
         int(np.prod(problem.model_shape)), n)))))
@@ -150,5 +150,5 @@ def run_laplace(problem: Problem, *, space: str = "log", num_draws: int = 1000, 
         if negative:
             logger.warning("Laplace (linear): %.2g of the pixel draws are negative; use "
                            "space='log' for positive draws.", frac)
-    return Posterior(problem, store, method="laplace", settings=settings, timings=timings,
-                     start=start, independent=True)
+    return Draws(store, "laplace", settings, timings, independent=True,
+                 map_image=start.map_image, map_bkg=start.map_bkg, start=start)

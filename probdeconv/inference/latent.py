@@ -29,6 +29,9 @@ Why this parameterisation.
   skewed, which no Gaussian whitening removes), so the cheaper diagonal is the default;
   correlations are otherwise left to ``dense_mass=True`` or SVI's low-rank guide.
 
+The common start of every sampler (MAP, log-space mode, whitening) is
+:func:`probdeconv.inference.start.prepare`.
+
 Masked pixels are not parameters at all (the model's masked entries are inert; here they
 never enter ``z``), so the sampler sees no flat directions.
 """
@@ -37,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from typing import NamedTuple
 
 import jax
@@ -51,20 +53,16 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
-from .. import forward as fm
-from ..errors import ParameterError
-from .fisher import log_posterior_theta, precision_matrix
-from .map import MAPOptions, map_run
-from .model import bkg_inside_support, bkg_support, sky_model
-from .problem import Problem
+from ..forward.posterior import bkg_inside_support, log_posterior
+from ..forward.problem import Problem
+from .fisher import cholesky_precision, log_posterior_theta, precision_matrix
+from .model import bkg_support, sky_model
 
-__all__ = ["Latent", "Start", "to_model", "latent_to_flux", "latent_model",
-           "latent_log_density", "flat_start", "find_map", "start_vector", "find_mode",
-           "log_space_precision", "prepare"]
+__all__ = ["Latent", "bkg_transform", "to_model", "latent_to_flux", "latent_model",
+           "latent_log_density", "start_vector", "find_mode", "log_space_precision",
+           "whitening"]
 
 logger = logging.getLogger(__name__)
-
-PRECONDITION = ("diagonal", "dense", "none")
 
 
 class Latent(NamedTuple):
@@ -76,7 +74,8 @@ class Latent(NamedTuple):
     scale: jax.Array  # [n_params] (diagonal) or [n_params, n_params] (dense whitening)
 
 
-def _bkg_transform(config):
+def bkg_transform(config):
+    """NumPyro's bijection from the real line onto the support of free backgrounds."""
     return biject_to(bkg_support(config))
 
 
@@ -93,7 +92,7 @@ def to_model(z: jax.Array, latent: Latent, config):
     image = image.reshape(config.model_shape)
     log_jac = jnp.sum(u[:n])
     if config.bkg_free:
-        t = _bkg_transform(config)
+        t = bkg_transform(config)
         bkg = t(u[n:])
         log_jac = log_jac + jnp.sum(t.log_abs_det_jacobian(u[n:], bkg))
     else:
@@ -135,8 +134,6 @@ def latent_model(datasets, config, latent: Latent) -> None:
 def latent_log_density(z, datasets, config, latent: Latent) -> jax.Array:
     """Log-density of ``z`` (up to a constant): log-posterior + log-Jacobian."""
     image, bkg, log_jac = to_model(z, latent, config)
-    from .model import log_posterior
-
     return log_posterior(datasets, image, bkg, config) + log_jac
 
 
@@ -172,50 +169,6 @@ def _lbfgs_mode(z0, datasets, config, latent, max_iterations: int, tolerance):
     return z, -value, n
 
 
-class Start(NamedTuple):
-    """Where the samplers start: the MAP, the log-space mode and its Laplace precision."""
-
-    map_image: np.ndarray  # [lb, Ei] flux-space MAP (masked 0)
-    map_bkg: np.ndarray  # [K]
-    latent: Latent  # center = log-space mode, scale = 1/sqrt(diag precision)
-    precision: np.ndarray | None  # [n, n] in u (log-space) coordinates, when asked
-    log_density: float  # at the mode
-    seconds: dict
-
-
-def flat_start(problem: Problem) -> np.ndarray:
-    """A flat ``[lb, Ei]`` image whose expected sky counts equal ``Σ d − Σ b B``.
-
-    At least a tenth of the counts is given to the sky; masked pixels are 0.
-    """
-    cfg = problem.config
-    s = np.asarray(fm.summed_exposure(problem.datasets))
-    counts = sum(float(jnp.sum(ds.counts)) for ds in problem.datasets)
-    bkg = sum(float(jnp.sum(fm.background_counts(ds, cfg.bkg_fixed))) for ds in problem.datasets)
-    exposure = float(np.sum(np.where(problem.mask, s, 0.0)))
-    level = max(counts - bkg, 0.1 * counts, 1.0) / max(exposure, 1e-300)
-    return np.where(problem.mask, level, 0.0)
-
-
-def find_map(problem: Problem, *, init_image: np.ndarray | None = None,
-             max_iterations: int = 1000, tolerance: float = 1e-10):
-    """The flux-space MAP by :func:`~.map.map_run` (L-BFGS) from a flat image.
-
-    The flat start has the total flux that explains the counts left after the
-    backgrounds: ``Σ d − Σ b B`` spread over the exposure.
-    """
-    cfg = problem.config
-    if init_image is None:
-        init_image = flat_start(problem)
-    init_image = np.asarray(init_image, dtype=np.float64)
-    if init_image.shape != problem.model_shape:
-        raise ParameterError(f"init_image has shape {init_image.shape}; expected "
-                             f"{problem.model_shape} (the model axes [lb, Ei]).")
-    res = map_run(jnp.asarray(init_image), None, problem.datasets, cfg, MAPOptions(),
-                  max_iterations=max_iterations, tolerance=tolerance)
-    return res
-
-
 def start_vector(problem: Problem, image: np.ndarray, bkg: np.ndarray) -> np.ndarray:
     """Unconstrained ``u`` of ``(image, bkg)``: zero pixels floored at 10⁻³ of the mean."""
     cfg = problem.config
@@ -227,7 +180,7 @@ def start_vector(problem: Problem, image: np.ndarray, bkg: np.ndarray) -> np.nda
     parts = [u_img]
     if cfg.bkg_free:
         b = bkg_inside_support(cfg, np.asarray(bkg, dtype=np.float64))
-        parts.append(np.asarray(_bkg_transform(cfg).inv(b)))
+        parts.append(np.asarray(bkg_transform(cfg).inv(b)))
     return np.concatenate(parts)
 
 
@@ -253,14 +206,14 @@ def _transform(u: jax.Array, n_img: int, config):
     img = jnp.exp(u[:n_img])
     if not config.bkg_free:
         return img
-    return jnp.concatenate([img, _bkg_transform(config)(u[n_img:])])
+    return jnp.concatenate([img, bkg_transform(config)(u[n_img:])])
 
 
 def _log_abs_dt(u: jax.Array, n_img: int, config):
     """Elementwise ``log |T'(u)|``."""
     parts = [u[:n_img]]
     if config.bkg_free:
-        t = _bkg_transform(config)
+        t = bkg_transform(config)
         parts.append(t.log_abs_det_jacobian(u[n_img:], t(u[n_img:])))
     return jnp.concatenate(parts)
 
@@ -302,115 +255,5 @@ def log_space_precision(problem: Problem, u: np.ndarray, *, kind: str = "expecte
 
 def whitening(h: np.ndarray) -> np.ndarray:
     """``S = L⁻ᵀ`` with ``L Lᵀ = h`` (so ``S Sᵀ = h⁻¹``): ``u = center + S z`` whitens ``z``."""
-    from .fisher import cholesky_precision
-
     chol = cholesky_precision(np.asarray(h, dtype=np.float64))
     return sla.solve_triangular(chol, np.eye(chol.shape[0]), lower=True).T
-
-
-def _scale(diag: np.ndarray) -> np.ndarray:
-    """``1/√diag`` where finite and positive, else 1."""
-    ok = np.isfinite(diag) & (diag > 0)
-    return np.where(ok, 1.0 / np.sqrt(np.where(ok, diag, 1.0)), 1.0)
-
-
-def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | None = None,
-            map_iterations: int = 1000, mode_iterations: int = 500,
-            precondition: str = "diagonal", fisher: str = "expected", full: bool = False,
-            dense_limit: int = 2048, batch_size: int | None = None) -> Start:
-    """MAP, log-space mode and whitening scales: the common start of every sampler.
-
-    Parameters
-    ----------
-    init
-        ``"map"`` (gradient MAP by :func:`~.map.map_run`) or ``"rl"`` (Richardson-Lucy,
-        100 iterations, then the log-space refinement); ``"image"`` uses ``init_image``
-        as the MAP.
-    precondition
-        ``"diagonal"`` (default): ``scale = 1/√diag(H_u)``; ``"dense"``: whiten by the full
-        log-space Laplace covariance, ``u = û + S z`` with ``S Sᵀ = H_u⁻¹`` (up to
-        ``dense_limit`` parameters; beyond, diagonal); ``"none"``: ``scale = 1``.
-    full
-        Also keep the full log-space precision ``H_u`` (for the Laplace approximation).
-    """
-    if precondition not in PRECONDITION:
-        raise ParameterError(f"precondition: got {precondition!r}; valid choices: "
-                             f"{', '.join(PRECONDITION)}.")
-    seconds = {}
-    t0 = time.perf_counter()
-    cfg = problem.config
-    if init == "map":
-        res = find_map(problem, init_image=init_image, max_iterations=map_iterations)
-        image, bkg = np.asarray(res.image), np.asarray(res.bkg_norm)
-        if not res.converged:
-            logger.warning("MAP start: not converged after %d L-BFGS steps (log-posterior "
-                           "%.10g); the log-space refinement continues from there.",
-                           res.iterations, res.log_posterior[-1])
-    elif init == "rl":
-        image, bkg = _rl_start(problem, init_image)
-    elif init == "image":
-        if init_image is None:
-            raise ParameterError("init='image' needs init_image (an [lb, Ei] array).")
-        image, bkg = np.asarray(init_image, dtype=np.float64), np.asarray(cfg.bkg_fixed)
-    else:
-        raise ParameterError(f"init: got {init!r}; valid choices: map, rl, image.")
-    image = np.where(problem.mask, image, 0.0)
-    seconds["map"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    u0 = start_vector(problem, image, bkg)
-    n_par = int(u0.shape[0])
-    dense = precondition == "dense" and n_par <= dense_limit
-    want_h = precondition != "none" or full
-    scale0 = None
-    if want_h:  # whitened search: bright and faint pixels (and backgrounds) alike
-        _, h0 = log_space_precision(problem, u0, kind=fisher, diagonal=not (dense or full),
-                                    batch_size=batch_size)
-        scale0 = whitening(h0) if dense else _scale(np.diag(h0) if h0.ndim == 2 else h0)
-    u, value, n = find_mode(problem, u0, scale=scale0, max_iterations=mode_iterations)
-    seconds["mode"] = time.perf_counter() - t0
-    logger.info("log-space mode after %d L-BFGS steps: log-density %.10g", n, value)
-    t0 = time.perf_counter()
-    precision, scale = None, np.ones_like(u)
-    if want_h:
-        _, h = log_space_precision(problem, u, kind=fisher, diagonal=not (dense or full),
-                                   batch_size=batch_size)
-        precision = h if full else None
-        if dense:
-            scale = whitening(h)
-        elif precondition in ("diagonal", "dense"):
-            scale = _scale(np.diag(h) if h.ndim == 2 else h)
-    seconds["precision"] = time.perf_counter() - t0
-    latent = Latent(jnp.asarray(problem.free_index), jnp.asarray(u, problem.dtype),
-                    jnp.asarray(scale, problem.dtype))
-    return Start(image, np.asarray(bkg), latent, precision, value, seconds)
-
-
-def begin(problem: Problem, start: Start | None, prepare_options: dict):
-    """Shared opening of the samplers: the start (prepared unless given), its timings, the
-    latent parameterisation, its size and NumPyro's ``init_to_value`` at ``z = 0``."""
-    from numpyro.infer import init_to_value
-
-    if start is None:
-        start = prepare(problem, **prepare_options)
-    timings = {f"start_{k}": v for k, v in start.seconds.items()}
-    n = int(start.latent.center.shape[0])
-    init = init_to_value(values={"z": jnp.zeros(n, problem.dtype)})
-    return start, timings, start.latent, n, init
-
-
-def _rl_start(problem: Problem, init_image):
-    from ..algorithms import em
-
-    cfg = problem.config
-    opts = em.EMOptions(optimize_bkg=bool(cfg.bkg_free))
-    params = em.make_params(problem.datasets, opts, mask=problem.mask,
-                            bkg_range=np.asarray(cfg.bkg_range), n_bkg=cfg.n_bkg)
-    if init_image is None:
-        s = np.asarray(params.exposure)
-        counts = sum(float(jnp.sum(ds.counts)) for ds in problem.datasets)
-        init_image = np.where(problem.mask, 0.5 * counts / max(float(s.sum()), 1e-300), 0.0)
-    state = em.init(jnp.asarray(init_image), cfg.bkg_fixed, problem.datasets, params)
-    step = em.build_step(opts)
-    for _ in range(100):
-        state, _ = step(state, problem.datasets, params)
-    return np.asarray(state.model), np.asarray(state.bkg_norm)

@@ -1,14 +1,14 @@
-"""Gradient MAP: maximise the log-posterior of :mod:`.model` by L-BFGS, Adam or AutoDelta SVI.
+"""Gradient MAP: maximise the one log-posterior by L-BFGS, Adam or AutoDelta SVI.
 
 Positivity.  The optimiser works on unconstrained variables ``u`` with
 ``λ = minimum_flux + exp(u)`` on free pixels (masked pixels are 0 and get no gradient) and
 ``b = T(v)`` for free background normalisations, ``T`` NumPyro's bijection onto their
 support (sigmoid onto ``[lo, hi]``, or ``lo + exp``).  The objective is the
-log-posterior *itself*, :func:`.model.log_posterior`, evaluated at ``(λ(u), b(v))`` — no
-log-Jacobian is added — so its maximiser is the constrained-space MAP of MAP-RL's own
-log-posterior.  (A density transformed with its Jacobian would move the mode: ``exp(u)``
-adds ``Σ u``, which is a different point.)  A pixel whose MAP value is 0 is approached as
-``u → −∞``.  With the flat prior this is the plain EM (RL) fixed point.  With TSV or
+log-posterior *itself*, :func:`probdeconv.forward.posterior.log_posterior`, evaluated at
+``(λ(u), b(v))`` — no log-Jacobian is added — so its maximiser is the constrained-space MAP
+of MAP-RL's own log-posterior.  (A density transformed with its Jacobian would move the
+mode: ``exp(u)`` adds ``Σ u``, which is a different point.)  A pixel whose MAP value is 0 is
+approached as ``u → −∞``.  With the flat prior this is the plain EM (RL) fixed point.  With TSV or
 entropy priors MAP-RL's fixed point lies slightly off it: its prior filter is ``exp(x)``,
 ``x = ∇log P_p / (S + 1/θ)``, where stationarity needs ``1 / (1 − x)``, so it stops
 ``O(x²)`` short of the maximum (measured in the tests: image ~1e-5 relative, log-posterior
@@ -35,7 +35,7 @@ Examples
 --------
 >>> import numpy as np, jax.numpy as jnp
 >>> from probdeconv.forward import make_dataset
->>> from probdeconv.inference.model import make_config
+>>> from probdeconv.forward.posterior import make_config
 >>> rng = np.random.default_rng(0)
 >>> ds = make_dataset(rng.poisson(20.0, (2, 3, 12)), rng.random((12, 1, 2, 3, 12)))
 >>> cfg = make_config(ds.model_shape)
@@ -64,7 +64,8 @@ from numpyro.infer.initialization import init_to_value
 
 from .. import forward as fm
 from ..errors import ParameterError
-from .model import SkyModelConfig, bkg_inside_support, bkg_support, log_posterior, sky_model
+from ..forward.posterior import SkyModelConfig, bkg_inside_support, log_posterior
+from .model import bkg_support, sky_model
 
 __all__ = ["OPTIMIZERS", "MAPOptions", "MAPState", "MAPInfo", "MAPResult", "map_init",
            "map_step", "build_step", "build_run", "map_values", "map_run", "TRACE_COUNT"]

@@ -14,11 +14,11 @@ Examples
 --------
 >>> import numpy as np
 >>> from probdeconv.forward import make_dataset
->>> from probdeconv.inference.problem import Problem
+>>> from probdeconv.forward.problem import Problem
 >>> ds = make_dataset(np.full((1, 1, 4), 20.0), np.ones((1, 1, 1, 1, 4)), pixel_area=1.0)
 >>> p = Problem.from_datasets([ds], image_prior="gamma", gamma=(1.0, 100.0))
->>> post = run_mcmc(p, num_warmup=100, num_samples=100, chains=1, progress_bar=False)
->>> post.store.read("image").shape
+>>> draws = run_mcmc(p, num_warmup=100, num_samples=100, chains=1, progress_bar=False)
+>>> draws.store.read("image").shape
 (1, 100, 1, 1)
 """
 
@@ -34,10 +34,10 @@ import numpy as np
 from numpyro.infer import HMC, MCMC, NUTS
 
 from ..errors import ParameterError
-from ..results.posterior import Posterior
-from .draws import DrawStore
-from .latent import Start, begin, latent_model
-from .problem import Problem
+from ..forward.problem import Problem
+from .draws import Draws, DrawStore
+from .latent import latent_model
+from .start import Start, begin
 
 __all__ = ["METHODS", "STAT_NAMES", "run_mcmc", "auto_chunk_size"]
 
@@ -77,8 +77,8 @@ def run_mcmc(problem: Problem, *, method: str = "nuts", num_warmup: int = 500,
              target_accept: float = 0.8, dense_mass: bool = False, max_tree_depth: int = 10,
              num_steps: int | None = None, trajectory_length: float | None = None,
              thinning: int = 1, chain_method: str = "sequential", init_spread: float = 0.5,
-             chunk_size: int | None = None, store_path: Any = None, progress_bar: bool = True,
-             start: Start | None = None, **prepare_options: Any) -> Posterior:
+             chunk_size: int | None = None, backend: Any = None, progress_bar: bool = True,
+             start: Start | None = None, **prepare_options: Any) -> Draws:
     """Sample the posterior with NUTS (default) or HMC.
 
     Parameters
@@ -102,8 +102,9 @@ def run_mcmc(problem: Problem, *, method: str = "nuts", num_warmup: int = 500,
         whitened units (about posterior standard deviations).
     chunk_size
         Draws per chunk (default: all at once when they fit in ~0.5 GB).
-    store_path
-        HDF5 file to stream the draws into (default: memory).
+    backend
+        Storage the draws stream into (e.g. :class:`probdeconv.io.draws.DrawsFile`; default
+        memory).
     progress_bar
         NumPyro's progress bars for warm-up and sampling.
     start
@@ -113,7 +114,9 @@ def run_mcmc(problem: Problem, *, method: str = "nuts", num_warmup: int = 500,
 
     Returns
     -------
-    Posterior
+    Draws
+        The draws and how they were made (:class:`probdeconv.results.posterior.Posterior`
+        turns them into maps).
     """
     if method not in METHODS:
         raise ParameterError(f"method: got {method!r}; valid choices: {', '.join(METHODS)}.")
@@ -154,7 +157,7 @@ def run_mcmc(problem: Problem, *, method: str = "nuts", num_warmup: int = 500,
         shapes["bkg_norm"] = (problem.n_bkg,)
     shapes.update({f"stats.{k}": () for k in STAT_NAMES})
     dtypes = {"stats.diverging": bool, "stats.n_steps": np.int64, "stats.tree_depth": np.int64}
-    store = DrawStore(chains, shapes, store_path, dtypes)
+    store = DrawStore(chains, shapes, dtypes, backend=backend)
     t0 = time.perf_counter()
     kept = 0
     for c in range(n_chunks):
@@ -189,6 +192,6 @@ def run_mcmc(problem: Problem, *, method: str = "nuts", num_warmup: int = 500,
                 "parameterisation": "whitened log-flux around the log-space mode"}
     if method == "hmc":
         settings.update(num_steps=num_steps, trajectory_length=trajectory_length)
-    return Posterior(problem, store, method=method, settings=settings, timings=timings,
-                     start=start, mcmc=mcmc if n_chunks == 1 else None,
-                     independent=False)
+    return Draws(store, method, settings, timings, independent=False,
+                 map_image=start.map_image, map_bkg=start.map_bkg, start=start,
+                 mcmc=mcmc if n_chunks == 1 else None)

@@ -1,4 +1,4 @@
-"""``probdeconv.sample``: one entry point for every posterior approximation.
+"""One entry point for every posterior approximation: :func:`sample_draws` returns plain draws.
 
 =============  ==========================================  ==============================
 method         what                                         module
@@ -10,14 +10,17 @@ method         what                                         module
 ``bootstrap``  RL on resampled counts                        :func:`.bootstrap.run_bootstrap`
 =============  ==========================================  ==============================
 
+``probdeconv.sample`` (:func:`probdeconv.results.sampling.sample`) calls it and returns a
+:class:`~probdeconv.results.posterior.Posterior`.
+
 Examples
 --------
 >>> import numpy as np
 >>> from probdeconv.forward import make_dataset
->>> from probdeconv.inference import Problem
+>>> from probdeconv.forward.problem import Problem
 >>> ds = make_dataset(np.full((1, 1, 4), 20.0), np.ones((1, 1, 1, 1, 4)), pixel_area=1.0)
->>> post = sample(Problem.from_datasets([ds]), method="laplace", num_draws=100)
->>> post.method, post.n_draws
+>>> draws = sample_draws(Problem.from_datasets([ds]), method="laplace", num_draws=100)
+>>> draws.method, draws.store.n_draws
 ('laplace', 100)
 """
 
@@ -25,49 +28,59 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ParameterError
-from ..results.posterior import Posterior
-from .problem import Problem
+from ..forward.problem import Problem
+from .bootstrap import run_bootstrap
+from .draws import Draws
+from .laplace import run_laplace
+from .mcmc import run_mcmc
+from .start import prepare
+from .svi import run_svi
 
-__all__ = ["SAMPLING_METHODS", "sample"]
+__all__ = ["SAMPLING_METHODS", "sampler_options", "sample_draws"]
 
 logger = logging.getLogger(__name__)
 
 SAMPLING_METHODS = ("nuts", "hmc", "svi", "laplace", "bootstrap")
+_RUNNERS = {"nuts": run_mcmc, "hmc": run_mcmc, "svi": run_svi, "laplace": run_laplace,
+            "bootstrap": run_bootstrap}
 
 
-def _runner(method: str):
-    if method in ("nuts", "hmc"):
-        from .mcmc import run_mcmc
+def sampler_options(method: str) -> set[str]:
+    """The options ``method`` accepts (its runner's and, but for the bootstrap, the start's).
 
-        return run_mcmc
-    if method == "svi":
-        from .svi import run_svi
+    Raises
+    ------
+    ParameterError
+        Unknown method.
+    """
+    if method not in _RUNNERS:
+        raise ParameterError(f"method: got {method!r}; valid choices: "
+                             f"{', '.join(SAMPLING_METHODS)}.")
+    valid = set(inspect.signature(_RUNNERS[method]).parameters) - {"problem", "prepare_options",
+                                                                    "method"}
+    if method != "bootstrap":
+        valid |= set(inspect.signature(prepare).parameters) - {"problem", "full"}
+        if method == "laplace":
+            valid -= {"precondition"}
+    return valid
 
-        return run_svi
-    if method == "laplace":
-        from .laplace import run_laplace
 
-        return run_laplace
-    if method == "bootstrap":
-        from .bootstrap import run_bootstrap
-
-        return run_bootstrap
-    raise ParameterError(f"method: got {method!r}; valid choices: "
-                         f"{', '.join(SAMPLING_METHODS)}.")
-
-
-def sample(problem: Problem, method: str = "nuts", **options: Any) -> Posterior:
-    """Approximate the posterior of ``problem`` with ``method``; returns a :class:`Posterior`.
+def sample_draws(problem: Problem, method: str = "nuts", *, also_valid: Sequence[str] = (),
+                 **options: Any) -> Draws:
+    """Approximate the posterior of ``problem`` with ``method``; returns its :class:`Draws`.
 
     Parameters
     ----------
     problem
-        A :class:`~.problem.Problem` (e.g. ``Problem.from_dataif([data], bkg_free=True)``).
+        A :class:`~probdeconv.forward.problem.Problem`.
     method
         One of ``nuts``, ``hmc``, ``svi``, ``laplace``, ``bootstrap``.
+    also_valid
+        Option names the caller handled itself (listed in the message about unknown ones).
     **options
         Options of the method's runner, e.g. for NUTS ``num_warmup``, ``num_samples``,
         ``chains``, ``seed``, ``target_accept``, ``dense_mass``; ``num_samples`` is also
@@ -80,23 +93,18 @@ def sample(problem: Problem, method: str = "nuts", **options: Any) -> Posterior:
     """
     if not isinstance(problem, Problem):
         raise ParameterError(f"sample: problem is a {type(problem).__name__}; build one with "
-                             "probdeconv.inference.Problem.from_dataif([data], ...).")
-    run = _runner(method)
+                             "probdeconv.problem_from_dataif([data], ...) or "
+                             "Problem.from_datasets(...).")
+    valid = sampler_options(method)
     if method in ("nuts", "hmc"):
         options["method"] = method
+        valid.add("method")
     elif "num_samples" in options:
         options["num_draws"] = options.pop("num_samples")
-    valid = set(inspect.signature(run).parameters) - {"problem", "prepare_options"}
-    if method != "bootstrap":
-        from .latent import prepare
-
-        valid |= set(inspect.signature(prepare).parameters) - {"problem", "full"}
-        if method == "laplace":
-            valid -= {"precondition"}
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ParameterError(f"sample(method={method!r}): unknown option(s) {unknown}; valid: "
-                             f"{', '.join(sorted(valid))}.")
+                             f"{', '.join(sorted((valid - {'method'}) | set(also_valid)))}.")
     logger.info("sampling with %s: %s", method,
                 {k: v for k, v in options.items() if k != "start"})
-    return run(problem, **options)
+    return _RUNNERS[method](problem, **options)

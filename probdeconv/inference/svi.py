@@ -16,11 +16,11 @@ Examples
 --------
 >>> import numpy as np
 >>> from probdeconv.forward import make_dataset
->>> from probdeconv.inference.problem import Problem
+>>> from probdeconv.forward.problem import Problem
 >>> ds = make_dataset(np.full((1, 1, 4), 20.0), np.ones((1, 1, 1, 1, 4)), pixel_area=1.0)
 >>> p = Problem.from_datasets([ds])
->>> post = run_svi(p, num_steps=500, num_draws=200, progress_bar=False)
->>> post.store.read("image").shape
+>>> draws = run_svi(p, num_steps=500, num_draws=200, progress_bar=False)
+>>> draws.store.read("image").shape
 (1, 200, 1, 1)
 """
 
@@ -37,10 +37,10 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
 
 from ..errors import ParameterError
-from ..results.posterior import Posterior
-from .draws import DrawStore
-from .latent import Start, begin, latent_model, latent_to_flux
-from .problem import Problem
+from ..forward.problem import Problem
+from .draws import Draws, DrawStore
+from .latent import latent_model, latent_to_flux
+from .start import Start, begin
 
 __all__ = ["GUIDES", "run_svi"]
 
@@ -52,9 +52,9 @@ GUIDES = ("normal", "lowrank")
 def run_svi(problem: Problem, *, guide: str = "normal", rank: int | None = None,
             num_steps: int = 5000, learning_rate: float = 0.01, decay: float = 0.1,
             num_particles: int = 1, init_scale: float = 0.1, num_draws: int = 1000,
-            seed: int = 0, batch_draws: int | None = None, store_path: Any = None,
+            seed: int = 0, batch_draws: int | None = None, backend: Any = None,
             progress_bar: bool = True, start: Start | None = None,
-            **prepare_options: Any) -> Posterior:
+            **prepare_options: Any) -> Draws:
     """Fit a Gaussian guide on the whitened log-flux and draw from it.
 
     Parameters
@@ -106,7 +106,7 @@ def run_svi(problem: Problem, *, guide: str = "normal", rank: int | None = None,
     shapes = {"image": problem.model_shape}
     if problem.config.bkg_free:
         shapes["bkg_norm"] = (problem.n_bkg,)
-    store = DrawStore(1, shapes, store_path)
+    store = DrawStore(1, shapes, backend=backend)
     batch = int(batch_draws or max(1, min(num_draws, 2.5e8 // (8 * max(
         int(np.prod(problem.model_shape)), n)))))
     t0 = time.perf_counter()
@@ -129,5 +129,6 @@ def run_svi(problem: Problem, *, guide: str = "normal", rank: int | None = None,
                 "num_draws": int(num_draws), "seed": int(seed),
                 "final_loss": float(losses[-1]),
                 "parameterisation": "whitened log-flux around the log-space mode"}
-    return Posterior(problem, store, method="svi", settings=settings, timings=timings,
-                     start=start, independent=True, extras={"loss": losses})
+    return Draws(store, "svi", settings, timings, independent=True,
+                 map_image=start.map_image, map_bkg=start.map_bkg, extras={"loss": losses},
+                 start=start)

@@ -2,7 +2,7 @@
 
 :func:`save_posterior` writes, each file atomically (temporary name, then rename)::
 
-    draws.h5                the draws [chain, draw, ...] and running moments (DrawStore)
+    draws.h5                the draws [chain, draw, ...] and running moments (:mod:`.draws`)
     posterior.nc            ArviZ DataTree (posterior, sample_stats, observed_data,
                             constant_data, diagnostics), netCDF4 via h5netcdf
     posterior_E<e>.fits     HEALPix maps of energy bin e, columns MEAN, STD, LOWER, UPPER,
@@ -28,11 +28,12 @@ from typing import Any
 import h5py
 import numpy as np
 import yaml
+from histpy import HealpixAxis, Histogram
 
 from ..errors import FileFormatError
-from ..histogram import HealpixAxis, Histogram
 from .atomic import atomic_target
-from .histpy_h5 import read_histogram, write_histogram
+from .draws import write_draws
+from .histpy_h5 import read_histogram
 
 __all__ = ["MARKER", "save_posterior", "read_posterior", "is_posterior_directory"]
 
@@ -86,17 +87,16 @@ def save_posterior(post, directory: str | Path, *, prob: float = 0.9, arviz: boo
     d.mkdir(parents=True, exist_ok=True)
     (d / MARKER).unlink(missing_ok=True)  # incomplete until rewritten at the end
     draws = d / "draws.h5"
-    if post.store.path is None or post.store.path.resolve() != draws.resolve():
-        post.store.write(draws)
+    write_draws(draws, post.store)  # nothing to do when the store streams into it
     diag = post.diagnostics()
     lower, upper = post.credible_interval(prob)
     maps: dict[str, Histogram] = {
         "mean": post.mean_map, "std": post.std_map, "median": post.median_map,
         "lower": lower, "upper": upper, "significance": post.significance_map}
     if post.map_image is not None:
-        maps["map"] = post._map(post.map_image)
+        maps["map"] = post.as_map(post.map_image)
     for name in ("rhat", "ess_bulk", "ess_tail", "mcse_mean"):
-        maps[name] = post._map(np.nan_to_num(getattr(diag, name), nan=0.0),
+        maps[name] = post.as_map(np.nan_to_num(getattr(diag, name), nan=0.0),
                                unit=post.unit if name == "mcse_mean" else "")
     summary = {"format": _FORMAT, "method": post.method, "chains": post.chains,
                "draws_per_chain": post.n_draws, "credible_mass": prob,
@@ -114,9 +114,9 @@ def save_posterior(post, directory: str | Path, *, prob: float = 0.9, arviz: boo
             summary["files"].append("posterior.nc")
     _atomic_yaml(d / "summary.yml", summary)
     with atomic_target(d / MARKER, True, "posterior maps") as tmp:
-        tmp.unlink()  # write_histogram starts a new HDF5 file
+        tmp.unlink()  # histpy starts a new HDF5 file
         for name, h in maps.items():
-            write_histogram(h, tmp, name=name, overwrite=True)
+            h.write(tmp, name=name, overwrite=True)
         with h5py.File(tmp, "a") as f:
             g = f.create_group("posterior")
             g.attrs["format"] = _FORMAT
@@ -140,7 +140,7 @@ def save_posterior(post, directory: str | Path, *, prob: float = 0.9, arviz: boo
 def _write_fits(d: Path, post, maps: dict) -> list[str]:
     import healpy as hp
 
-    nest = bool(post.axes[0].nest)
+    nest = bool(post.axes[0].is_nested)
     names = []
     cols = [maps[k] for k in ("mean", "std", "lower", "upper", "significance")]
     for e in range(post.axes.nbins[1]):

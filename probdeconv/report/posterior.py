@@ -29,9 +29,9 @@ import healpy as hp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..histogram import HealpixAxis  # noqa: E402
-from ..inference.arviz import ESS_MIN, RHAT_MAX  # noqa: E402
+from histpy import HealpixAxis  # noqa: E402
 from ..io.atomic import atomic_target  # noqa: E402
+from ..results.arviz import ESS_MIN, RHAT_MAX  # noqa: E402
 from .run import save_figure  # noqa: E402
 
 __all__ = ["write_report", "plot_maps", "plot_diagnostics", "plot_traces"]
@@ -51,7 +51,7 @@ def plot_maps(post, path: str | Path, truth: Any = None) -> Path:
         panels.insert(0, ("truth", np.asarray(truth, dtype=float), post.unit))
     n_e = int(post.axes.nbins[1])
     healpix = isinstance(post.axes[0], HealpixAxis)
-    nest = bool(getattr(post.axes[0], "nest", False))
+    nest = bool(getattr(post.axes[0], "is_nested", False))
     fig = plt.figure(figsize=(4.6 * len(panels), 3.0 * n_e))
     for e in range(n_e):
         for i, (name, values, unit) in enumerate(panels):
@@ -194,7 +194,7 @@ def write_report(post, directory: str | Path, *, truth: Any = None) -> Path:
         figures.append(_truth_plot(post, truth, figs / "truth.png"))
     summ = diag.summary()
     lines = [f"# probdeconv posterior ({post.method})", "",
-             f"{post.chains} chain(s) × {post.n_draws} draws; image {tuple(post.axes.nbins)} "
+             f"{post.chains} chain(s) × {post.n_draws} draws; image {post.axes.shape} "
              f"in {post.unit}; {int(post.mask.sum())} free pixels.", ""]
     if not post.independent:
         verdict = "converged" if summ["converged"] else "NOT converged"

@@ -1,7 +1,8 @@
 """Posterior products: maps of mean, spread, quantiles and significance; region fluxes.
 
-:class:`Posterior` wraps the draws of any sampler (NUTS/HMC, SVI, Laplace, bootstrap) kept
-in a :class:`~.draws.DrawStore` and turns them into maps with units
+:class:`Posterior` = a :class:`~probdeconv.forward.problem.Problem` + the
+:class:`~probdeconv.inference.draws.Draws` of any sampler (NUTS/HMC, SVI, Laplace,
+bootstrap; :meth:`Posterior.from_draws`), turned into maps with units
 (:class:`~probdeconv.shell.allsky_image.AllSkyImageModel` on HEALPix axes):
 
 - ``mean_map``, ``std_map``, ``significance_map`` (mean / std) — from the store's running
@@ -23,13 +24,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from histpy import Axes, Histogram
 
 from ..errors import DataError, ParameterError
-from ..histogram import Axes, Histogram
-from ..inference.draws import DrawStore
-from ..inference.problem import FLUX_UNIT, Problem, image_map
+from ..forward.problem import FLUX_UNIT, Problem
+from ..inference.draws import Draws, DrawStore
+from ..io.draws import open_draws
 from ..io.posterior import read_posterior, save_posterior
 from ..report.posterior import write_report
+from .arviz import compute_diagnostics, to_datatree
+from .maps import image_map, model_axes
 
 __all__ = ["Posterior", "RegionFlux"]
 
@@ -64,7 +68,7 @@ class Posterior:
     settings, timings
         Run settings and timings (seconds), recorded in the saved files and the report.
     start
-        The :class:`~.latent.Start` (MAP image etc.), when available.
+        The sampler's :class:`~probdeconv.inference.start.Start`, when available.
     mcmc
         The :class:`numpyro.infer.MCMC` object of a single-chunk run (for
         :func:`arviz.from_numpyro`).
@@ -91,7 +95,7 @@ class Posterior:
         self.independent = bool(independent)
         self.extras = dict(extras or {})
         if problem is not None:
-            axes = problem.axes() if axes is None else axes
+            axes = model_axes(problem.grid, problem.model_shape) if axes is None else axes
             mask = problem.mask if mask is None else mask
             pixel_area = problem.pixel_area if pixel_area is None else pixel_area
             bkg_names = problem.bkg_names if bkg_names is None else bkg_names
@@ -109,6 +113,31 @@ class Posterior:
         self.map_bkg = None if map_bkg is None else np.asarray(map_bkg)
         self._diagnostics = None
         self._qcache: dict = {}
+
+    @classmethod
+    def from_draws(cls, problem: Problem, draws: Draws, *, axes: Axes | None = None
+                   ) -> Posterior:
+        """The posterior of ``problem`` from a sampler's :class:`Draws` record.
+
+        ``axes`` (the image axes) default to those described by ``problem.grid``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from probdeconv.forward import make_dataset
+        >>> from probdeconv.forward.problem import Problem
+        >>> from probdeconv.inference.sampling import sample_draws
+        >>> ds = make_dataset(np.full((1, 1, 4), 20.0), np.ones((1, 1, 1, 1, 4)),
+        ...                   pixel_area=1.0)
+        >>> p = Problem.from_datasets([ds])
+        >>> post = Posterior.from_draws(p, sample_draws(p, "laplace", num_draws=50))
+        >>> post.method, post.n_draws, post.mean_map.axes.nbins.tolist()
+        ('laplace', 50, [1, 1])
+        """
+        return cls(problem, draws.store, method=draws.method, settings=draws.settings,
+                   timings=draws.timings, start=draws.start, mcmc=draws.mcmc,
+                   independent=draws.independent, extras=draws.extras, axes=axes,
+                   map_image=draws.map_image, map_bkg=draws.map_bkg)
 
     def __repr__(self) -> str:
         return (f"Posterior(method={self.method!r}, chains={self.chains}, "
@@ -134,7 +163,9 @@ class Posterior:
     def stat_names(self) -> list[str]:
         return [k[len("stats."):] for k in self.store.names if k.startswith("stats.")]
 
-    def _map(self, values: np.ndarray, unit: str | None = None) -> Histogram:
+    def as_map(self, values: np.ndarray, unit: str | None = None) -> Histogram:
+        """``[lb, Ei]`` values as a map on the posterior's axes (masked pixels 0; flux unit
+        unless ``unit`` is given, ``""`` for dimensionless)."""
         values = np.where(self.mask, values, 0.0)
         return image_map(self.axes, values, self.unit if unit is None else unit)
 
@@ -152,12 +183,12 @@ class Posterior:
     @property
     def mean_map(self) -> Histogram:
         """Posterior mean as a map (flux unit)."""
-        return self._map(self.mean)
+        return self.as_map(self.mean)
 
     @property
     def std_map(self) -> Histogram:
         """Posterior standard deviation as a map (flux unit)."""
-        return self._map(self.std)
+        return self.as_map(self.std)
 
     @property
     def significance(self) -> np.ndarray:
@@ -168,13 +199,14 @@ class Posterior:
     @property
     def significance_map(self) -> Histogram:
         """``mean / std`` as a dimensionless map."""
-        return self._map(self.significance, unit="")
+        return self.as_map(self.significance, unit="")
 
     @property
     def median_map(self) -> Histogram:
         return self.quantile_map(0.5)
 
-    def _block(self) -> int:
+    def pixel_block(self) -> int:
+        """Pixels per block when reading draws (about 250 MB of draws at a time)."""
         per_pixel = 8 * self.chains * max(self.n_draws, 1) * int(self.axes.nbins[1])
         return int(max(1, min(self.axes.nbins[0], 2.5e8 // per_pixel)))
 
@@ -184,7 +216,7 @@ class Posterior:
             return self._qcache[key]
         n_pix = int(self.axes.nbins[0])
         out = np.empty((len(qs), *self.axes.nbins))
-        block = self._block()
+        block = self.pixel_block()
         for start in range(0, n_pix, block):
             draws = self.store.read("image", slice(start, start + block))
             out[:, start:start + block] = np.quantile(draws, qs, axis=(0, 1))
@@ -202,14 +234,14 @@ class Posterior:
 
     def quantile_map(self, q: float) -> Histogram:
         """The ``q`` quantile of every pixel as a map, e.g. ``quantile_map(0.05)``."""
-        return self._map(self.quantiles(float(q)))
+        return self.as_map(self.quantiles(float(q)))
 
     def credible_interval(self, prob: float = 0.9) -> tuple[Histogram, Histogram]:
         """Equal-tailed ``prob`` credible interval per pixel: ``(lower map, upper map)``."""
         if not 0.0 < prob < 1.0:
             raise ParameterError(f"prob: got {prob!r}; expected a number in (0, 1), e.g. 0.9.")
         lo, hi = self.quantiles((0.5 - prob / 2, 0.5 + prob / 2))
-        return self._map(lo), self._map(hi)
+        return self.as_map(lo), self.as_map(hi)
 
     # ------------------------------------------------------------------ regions, backgrounds
     def region_flux(self, region: Any, prob: float = 0.68, *, sum_energy: bool = False
@@ -234,7 +266,7 @@ class Posterior:
                             "(model axes [lb, Ei]).")
         r = r & self.mask
         total = np.zeros((self.chains, self.n_draws, shape[1]))
-        block = self._block()
+        block = self.pixel_block()
         for start in range(0, shape[0], block):
             sel = r[start:start + block]
             if sel.any():
@@ -269,15 +301,11 @@ class Posterior:
     def diagnostics(self):
         """Convergence diagnostics over all pixels (:class:`~.arviz.Diagnostics`, cached)."""
         if self._diagnostics is None:
-            from ..inference.arviz import compute_diagnostics
-
             self._diagnostics = compute_diagnostics(self)
         return self._diagnostics
 
     def to_arviz(self, *, log_likelihood: bool = False, observed_data: bool = True):
         """The draws as an ArviZ :class:`xarray.DataTree` (see :func:`.arviz.to_datatree`)."""
-        from ..inference.arviz import to_datatree
-
         return to_datatree(self, log_likelihood=log_likelihood, observed_data=observed_data)
 
     def save(self, directory: str | Path, **options: Any) -> Path:
@@ -289,7 +317,8 @@ class Posterior:
         """Read a posterior directory written by :meth:`save`."""
         parts = read_posterior(directory)
         m = parts["meta"]
-        return cls(None, DrawStore.open(parts["draws_path"]), method=m["method"],
+        store = DrawStore.restore(**open_draws(parts["draws_path"]))
+        return cls(None, store, method=m["method"],
                    settings=m["settings"], timings=m["timings"],
                    independent=m["independent"], extras=parts["extras"], axes=parts["axes"],
                    mask=parts["mask"], pixel_area=m["pixel_area"], bkg_names=m["bkg_names"],

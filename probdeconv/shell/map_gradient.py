@@ -29,39 +29,25 @@ Examples
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
-import astropy.units as u
 import jax
 import jax.numpy as jnp
 import numpy as np
+from histpy import Histogram
 
-from ..errors import DataError, ParameterError
-from ..histogram import Histogram
+from ..errors import DataError
+from ..forward.posterior import log_posterior_terms
 from ..inference import map as gmap
-from ..inference.model import log_posterior_terms, make_config
 from ..io.results import save_histogram_series, save_scalar_tables
-from ..priors import build_priors
 from .algorithm_base import DeconvolutionAlgorithmBase
+from .map_richardson_lucy import posterior_config, read_priors
 
 __all__ = ["MAPGradient"]
 
 logger = logging.getLogger(__name__)
 
-FLUX_UNIT = u.Unit("cm-2 s-1 sr-1")
-
 _terms = jax.jit(log_posterior_terms)
-
-
-def _value(tree: dict, path: str, default: float) -> float:
-    """``tree[a][b]...['value']`` for a colon path, or ``default``."""
-    node = tree
-    for key in path.split(":"):
-        if not isinstance(node, dict) or key not in node:
-            return default
-        node = node[key]
-    return float(node)
 
 
 class MAPGradient(DeconvolutionAlgorithmBase):
@@ -85,7 +71,7 @@ class MAPGradient(DeconvolutionAlgorithmBase):
         super().__init__(initial_model, dataset, mask, parameter)
         self._read_common_parameters()
         p = self.parameter
-        self.prior_parameter = p["prior"].to_dict()
+        self._prior_options = read_priors(self, p["prior"])  # MAP_RL's priors, one parser
         opt = p["optimizer"].to_dict()
         self.optimizer_options = gmap.MAPOptions(optimizer=opt["name"],
                                                  learning_rate=float(opt["learning_rate"]),
@@ -95,29 +81,6 @@ class MAPGradient(DeconvolutionAlgorithmBase):
         self.converged = False
 
     # -------------------------------------------------------------- set-up
-    def _gamma_model(self) -> tuple[float, float]:
-        g = self.prior_parameter.get("gamma", {}) or {}
-        k = _value(g, "model:k:value", 1.0)
-        theta = _value(g, "model:theta:value", math.inf)
-        unit = (g.get("model", {}).get("theta", {}) or {}).get("unit", FLUX_UNIT)
-        if math.isfinite(theta):  # without a unit: cm-2 s-1 sr-1, as MAP_RL reads it
-            theta = float((theta * u.Unit(unit)).to_value(FLUX_UNIT))
-        return k, theta
-
-    def _gamma_background(self) -> tuple[float, float]:
-        g = self.prior_parameter.get("gamma", {}) or {}
-        return _value(g, "background:k:value", 1.0), _value(g, "background:theta:value",
-                                                            math.inf)
-
-    def _priors(self) -> dict:
-        axis = self.initial_model.axes[0]
-        nest = bool(getattr(axis, "nest", False))
-        nside = int(getattr(self.initial_model, "nside", 0) or
-                    round(math.sqrt(self.initial_model.axes.nbins[0] / 12)))
-        # As MAP_RL: coefficients act on images in cm-2 s-1 sr-1 (the core's unit).
-        return build_priors(self.prior_parameter, nside=nside, nest=nest,
-                            model_unit_to_flux=self._to_flux)
-
     def initialization(self):
         """Forward arrays, automatic mask, priors and the optimiser state."""
         self.iteration_count = 0
@@ -132,17 +95,8 @@ class MAPGradient(DeconvolutionAlgorithmBase):
             self.mask = Histogram(self.initial_model.axes, contents=s > 0)
             logger.info("%d zero-exposure pixel(s) masked.", int(np.sum(s == 0)))
         mask = None if self.mask is None else np.asarray(self.mask, dtype=bool)
-        keys = list(self.dict_bkg_norm)
-        try:
-            self._config = make_config(
-                s.shape, n_bkg=len(keys), mask=mask, image_prior="gamma",
-                gamma=self._gamma_model(), priors=self._priors(),
-                bkg_free=self.do_bkg_norm_optimization,
-                bkg_norm=[self.dict_bkg_norm[k] for k in keys],
-                bkg_range=np.array([self.dict_bkg_norm_range[k] for k in keys]).reshape(-1, 2),
-                bkg_prior="gamma", bkg_gamma=self._gamma_background(), dtype=dtype)
-        except ParameterError as exc:
-            raise ParameterError(f"deconvolution:parameter: {exc}") from exc
+        self._config = posterior_config(self, self._prior_options,
+                                        np.ones(s.shape, bool) if mask is None else mask, dtype)
         model0 = np.asarray(self.initial_model, dtype=np.float64) * self._to_flux
         if mask is not None:
             model0 = np.where(mask, model0, 0.0)
@@ -191,15 +145,24 @@ class MAPGradient(DeconvolutionAlgorithmBase):
              "log-likelihood": list(self.log_likelihood_list),
              "log-prior": dict(self.log_prior), "log-posterior": self.log_posterior}
         self.results.append(r)
-        logger.info("iteration %d: log-posterior %.10g, log-likelihood %s, background %s",
-                    r["iteration"], r["log-posterior"],
-                    [f"{x:.10g}" for x in r["log-likelihood"]], r["background_normalization"])
+        logger.debug("iteration %d: log-posterior %.10g, log-likelihood %s, background %s",
+                     r["iteration"], r["log-posterior"],
+                     [f"{x:.10g}" for x in r["log-likelihood"]], r["background_normalization"])
 
     def check_stopping_criteria(self) -> bool:
         """Stop at ``iteration_max`` or when the optimiser has converged (``tolerance``)."""
         if self.converged:
             logger.info("MAP_gradient converged at iteration %d.", self.iteration_count)
         return self.converged or self.iteration_count >= self.iteration_max
+
+    # -------------------------------------------------------------- checkpoints
+    def _state_restored(self) -> None:
+        """Image and background norms from the restored optimiser state."""
+        image, bkg = gmap.map_values(self._state, self._config)
+        self.model = self._as_model(image)
+        for k, v in zip(self.dict_bkg_norm, np.asarray(bkg)):
+            self.dict_bkg_norm[k] = float(v)
+        self.converged = False
 
     def finalization(self):
         """Save ``model.hdf5`` and ``results.fits`` when ``save_results:activate``."""

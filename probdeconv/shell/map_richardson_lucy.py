@@ -5,31 +5,51 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import astropy.units as u
 import jax.numpy as jnp
 import numpy as np
+from histpy import Histogram
 
-from .. import priors as pr
 from ..algorithms import map_em
+from ..config.priors import MAP_KEYS, prior_options
 from ..errors import ParameterError
-from ..histogram import Histogram
+from ..forward.posterior import make_config
 from ..io.results import save_histogram_series, save_scalar_tables
-from .richardson_lucy import FLUX_UNIT, _EMShell
+from .richardson_lucy import _EMShell
 
 __all__ = ["MAP_RichardsonLucy"]
 
 logger = logging.getLogger(__name__)
 
 
-def _value(node, key, default):
-    if node is None:
-        return default
-    v = node.get(key, default) if isinstance(node, dict) else default
-    if isinstance(v, dict):
-        v = v.get("value", default)
-    if isinstance(v, str) and v.strip().lower() in ("inf", ".inf", "+inf"):
-        return float("inf")
-    return float(v)
+PRIOR_PATH = "deconvolution:parameter:prior"
+
+
+def _nest(axis) -> bool:
+    return bool(getattr(axis, "is_nested", getattr(axis, "nest", False)))
+
+
+def posterior_config(shell, prior_opts: dict, mask: np.ndarray, dtype):
+    """The posterior configuration of a MAP shell: its priors (``prior_opts`` from
+    :func:`~probdeconv.config.priors.prior_options`), mask and background fitting."""
+    keys = list(shell.dict_bkg_norm)
+    try:
+        return make_config(
+            mask.shape, n_bkg=len(keys), mask=mask, bkg_free=shell.do_bkg_norm_optimization,
+            bkg_norm=[shell.dict_bkg_norm[k] for k in keys],
+            bkg_range=np.array([shell.dict_bkg_norm_range[k] for k in keys]).reshape(-1, 2),
+            dtype=dtype, **prior_opts)
+    except ParameterError as exc:
+        raise ParameterError(f"deconvolution:parameter: {exc}") from exc
+
+
+def read_priors(shell, prior) -> dict:
+    """``make_config`` options of a MAP shell's ``prior`` parameters (the one parser)."""
+    prior = prior.to_dict() if hasattr(prior, "to_dict") else dict(prior or {})
+    shell.prior_parameter = prior
+    axis = shell.initial_model.axes[0]
+    return prior_options(prior, bkg_names=list(shell.dict_bkg_norm), nside=int(axis.nside),
+                         nest=_nest(axis), model_unit_to_flux=shell._to_flux,
+                         path=PRIOR_PATH, keys=MAP_KEYS)
 
 
 class MAP_RichardsonLucy(_EMShell):  # noqa: N801 (cosipy name)
@@ -73,42 +93,24 @@ class MAP_RichardsonLucy(_EMShell):  # noqa: N801 (cosipy name)
                 f"{self.stopping_criteria_statistics!r} is not known; valid choices: "
                 f"{list(self.STATISTICS)}.")
         self.stopping_criteria_threshold = float(p.get("stopping_criteria:threshold", 1e-2))
-        prior = p.get("prior") or {}
-        prior = prior.to_dict() if hasattr(prior, "to_dict") else dict(prior)
-        self.prior_parameter = prior
-        gamma = prior.get("gamma") or {}
-        gm, gb = gamma.get("model") or {}, gamma.get("background") or {}
-        theta = _value(gm, "theta", float("inf"))
-        unit = (gm.get("theta") or {}).get("unit") if isinstance(gm.get("theta"), dict) else None
-        if np.isfinite(theta) and unit is not None:
-            theta = float((theta * u.Unit(unit)).to_value(FLUX_UNIT))
-        self.prior_gamma_model_theta = theta
-        self.prior_gamma_model_k = _value(gm, "k", 1.0)
-        self.prior_gamma_bkg_theta = _value(gb, "theta", float("inf"))
-        self.prior_gamma_bkg_k = _value(gb, "k", 1.0)
-        axis = initial_model.axes[0]
-        self.priors = pr.build_priors(prior, nside=axis.nside,
-                                      nest=bool(getattr(axis, "nest", False)),
-                                      model_unit_to_flux=self._to_flux)
+        self._prior_options = read_priors(self, p.get("prior"))
+        self.prior_gamma_model_k, self.prior_gamma_model_theta = self._prior_options["gamma"]
+        self.prior_gamma_bkg_k, self.prior_gamma_bkg_theta = self._prior_options["bkg_gamma"]
+        self.priors = self._prior_options["priors"]
 
     def _options(self):
         return map_em.MAPOptions(weighting=self.do_response_weighting,
-                                 acceleration=self.acceleration_algorithm,
-                                 optimize_bkg=self.do_bkg_norm_optimization,
-                                 prior_names=tuple(self.priors))
+                                 acceleration=self.acceleration_algorithm)
 
     def _build_step(self, options):
         return map_em.build_step(options)
 
     def initialization(self):
         super().initialization()  # exposure, mask, EM parameters, first expectation
-        dt = self._state.model.dtype
-        self._map_params = map_em.MAPParams(
-            em=self._params, k=jnp.asarray(self.prior_gamma_model_k, dt),
-            theta=jnp.asarray(self.prior_gamma_model_theta, dt),
-            k_bkg=jnp.asarray(self.prior_gamma_bkg_k, dt),
-            theta_bkg=jnp.asarray(self.prior_gamma_bkg_theta, dt),
-            priors=tuple(self.priors.values()))
+        self.posterior = posterior_config(self, self._prior_options,
+                                          np.asarray(self._params.mask, dtype=bool),
+                                          self._state.model.dtype)
+        self._map_params = map_em.MAPParams(em=self._params, posterior=self.posterior)
         if self.acceleration_algorithm != "none":
             model = jnp.where(self._params.mask, self._state.model, 0.0)
             self._state = map_em.init(model, self._state.bkg_norm, self._datasets,
@@ -127,7 +129,9 @@ class MAP_RichardsonLucy(_EMShell):  # noqa: N801 (cosipy name)
         for k, v in zip(self.dict_bkg_norm, np.asarray(st.bkg_norm)):
             self.dict_bkg_norm[k] = float(v)
         self.log_likelihood_list = [float(x) for x in np.asarray(info.loglik)]
-        self.log_priors = {k: float(v) for k, v in info.log_prior.items()}
+        # cosipy's keys: gamma_model, gamma_bkg (0 when the backgrounds are fixed), priors
+        self.log_priors = {"gamma_model": 0.0, "gamma_bkg": 0.0}
+        self.log_priors.update({k: float(v) for k, v in info.log_prior.items()})
         self.log_posterior = float(info.log_posterior)
 
     def _result(self) -> dict:
@@ -141,9 +145,9 @@ class MAP_RichardsonLucy(_EMShell):  # noqa: N801 (cosipy name)
     def register_result(self):
         r = self._result()
         self.results.append(r)
-        logger.info("iteration %d: log-posterior %.10g, log-likelihood %s, background %s",
-                    r["iteration"], r["log-posterior"], r["log-likelihood"],
-                    r["background_normalization"])
+        logger.debug("iteration %d: log-posterior %.10g, log-likelihood %s, background %s",
+                     r["iteration"], r["log-posterior"], r["log-likelihood"],
+                     r["background_normalization"])
 
     def check_stopping_criteria(self) -> bool:
         if self.iteration_count == 1:

@@ -1,6 +1,7 @@
 """ArviZ: posterior draws as an :class:`xarray.DataTree`, and convergence diagnostics.
 
-:func:`to_datatree` converts a :class:`~.posterior.Posterior` with ArviZ's own converters:
+:func:`to_datatree` converts a :class:`~.posterior.Posterior` (duck-typed) with ArviZ's own
+converters:
 :func:`arviz.from_numpyro` for a single-chunk NUTS/HMC run (the ``MCMC`` object is still
 there), :func:`arviz.from_dict` otherwise (SVI, Laplace, bootstrap, or MCMC streamed in
 chunks).  Either way the groups and names are the same:
@@ -35,6 +36,7 @@ import xarray as xr
 from jax.scipy.special import gammaln
 
 from .. import forward as fm
+from ..errors import DataError
 
 __all__ = ["Diagnostics", "compute_diagnostics", "to_datatree", "RHAT_MAX", "ESS_MIN"]
 
@@ -126,7 +128,7 @@ def compute_diagnostics(post) -> Diagnostics:
     shape = tuple(post.axes.nbins)
     maps = {k: np.full(shape, np.nan) for k in ("rhat", "ess_bulk", "ess_tail", "mcse_mean")}
     if post.n_draws >= 4:
-        block = post._block()
+        block = post.pixel_block()
         for start in range(0, shape[0], block):
             stop = min(start + block, shape[0])
             free = post.mask[start:stop]
@@ -231,8 +233,6 @@ def to_datatree(post, *, log_likelihood: bool = False, observed_data: bool = Tru
                                          attrs={"pixel_area_sr": post.pixel_area})
     if log_likelihood:
         if problem is None:
-            from ..errors import DataError
-
             raise DataError("to_arviz(log_likelihood=True) needs the problem (datasets); "
                             "it is not stored with a saved posterior.")
         ll = _log_likelihood(post)
