@@ -113,7 +113,7 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
     batch
         Replicates per vectorised batch.
     init_image
-        Start of every replicate (default: the flat image of :func:`~.latent.flat_start`).
+        Start of every replicate (default: the flat image of :func:`~.start.flat_start`).
     """
     if resample not in RESAMPLE:
         raise ParameterError(f"resample: got {resample!r}; valid choices: "

@@ -108,9 +108,9 @@ def run_mcmc(problem: Problem, *, method: str = "nuts", num_warmup: int = 500,
     progress_bar
         NumPyro's progress bars for warm-up and sampling.
     start
-        A prepared :class:`~.latent.Start` (skips the MAP and the mode search).
+        A prepared :class:`~.start.Start` (skips the MAP and the mode search).
     **prepare_options
-        Passed to :func:`~.latent.prepare` (``init``, ``precondition``, ``fisher``, ...).
+        Passed to :func:`~.start.prepare` (``init``, ``precondition``, ``fisher``, ...).
 
     Returns
     -------
