@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from ..config import Parameters
+from ..config.priors import check_prior_section
 from ..errors import FileFormatError, ParameterError
 from ..io.posterior import MARKER
 from ..results.posterior import Posterior
@@ -55,6 +56,7 @@ def sample_command(args) -> str:
     if "sampling" not in params or "sampling:method" not in params:
         raise ParameterError(f"{args.config}: sampling:method is missing; add a section like "
                              "sampling: {method: nuts, num_samples: 1000} (see models/nuts.yml).")
+    check_prior_section(params.get("prior"), "prior")  # before the data are read
     data, truth = load_data_directory(args.data, dtype="float32" if args.float32 else "float64")
     if "model_definition" in params:
         fit_model_to_data(params, data)
