@@ -131,3 +131,31 @@ def test_resume_refuses_a_checkpoint_of_other_data(sim_dir, tmp_path, capsys):
     assert main([*base, "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "expectation of dataset 0" in err[0] and "afresh" in err[0]
+
+
+def test_map_gradient_runs_and_resumes_from_the_command_line(sim_dir, tmp_path):
+    """MAP_gradient through `probdeconv run` (the loop of ImageDeconvolution): outputs,
+    a non-decreasing log-posterior, and --resume with a higher iteration_max equal to one run."""
+    def run(out, n, extra=()):
+        return main(["--quiet", "run", str(ROOT / "models" / "map_gradient.yml"), "--data",
+                     str(sim_dir), "--out", str(out), "--checkpoint-every", "2",
+                     "--set", f"deconvolution:parameter:iteration_max={n}",
+                     "--set", "deconvolution:parameter:optimizer:tolerance=0.0", *extra])
+
+    assert run(tmp_path / "ref", 5) == 0
+    ref = tmp_path / "ref"
+    for name in ("image.hdf5", "image_E0.fits", "iterations.csv", "iterations.fits",
+                 "run.yml", "report.md", "checkpoint.npz"):
+        assert (ref / name).is_file(), name
+    rows = (ref / "iterations.csv").read_text().splitlines()
+    assert rows[0].split(",")[3] == "log_posterior" and len(rows) == 6
+    post = [float(r.split(",")[3]) for r in rows[1:]]
+    assert np.all(np.isfinite(post)) and np.all(np.diff(post) >= 0)
+    assert "algorithm: MAP_gradient" in (ref / "run.yml").read_text()
+    out = tmp_path / "two_parts"
+    assert run(out, 3) == 0
+    assert run(out, 5, ["--resume"]) == 0
+    a = np.asarray(AllSkyImageModel.open(ref / "image.hdf5"))
+    b = np.asarray(AllSkyImageModel.open(out / "image.hdf5"))
+    np.testing.assert_array_equal(a, b)
+    assert (out / "iterations.csv").read_text() == (ref / "iterations.csv").read_text()

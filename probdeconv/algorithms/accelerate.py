@@ -16,6 +16,10 @@ iteration, like plain RL.
   ``θ2 = M(θ1)``; ``r = θ1 − θ0``, ``v = θ2 − 2θ1 + θ0``, ``α = −‖r‖/‖v‖`` (at most −1);
   ``θ' = θ0 − 2α r + α² v`` projected onto the constraints; ``θ'`` is kept only if its
   objective is not below that of ``θ2`` (monotone fallback).
+
+:data:`REGISTRY` is the one list of these names: the parameter-file schema, the
+cosipy-style classes, the compiled steps and the bootstrap read which accelerators exist,
+which algorithm offers which, and how each acts on the step from it.
 """
 
 from __future__ import annotations
@@ -26,10 +30,98 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ACCELERATORS", "feasible_alpha", "search_alpha", "golden_section_max",
+from ..errors import ParameterError
+
+__all__ = ["Accelerator", "REGISTRY", "ACCELERATORS", "SEARCHED", "accelerator_names",
+           "resolve_accelerator", "feasible_alpha", "search_alpha", "golden_section_max",
            "SquaremInfo", "squarem_step"]
 
-ACCELERATORS = ("none", "classic", "MaxStep", "LineSearch", "SQUAREM")
+
+class Accelerator(NamedTuple):
+    """One accelerator of the EM family and where it applies.
+
+    ``algorithms`` are the registry names (``deconvolution:algorithm``) that run it;
+    ``stands_in`` maps an algorithm that does not offer it to the accelerator it runs
+    instead when a parameter file names this one.
+    """
+
+    name: str
+    algorithms: tuple[str, ...]
+    searched: bool = False  # α chosen by the objective along the EM direction (E linear in α)
+    wraps_step: bool = False  # runs the plain step several times (outside a single step)
+    masked_start: bool = False  # moves along masked directions: start from a masked image
+    stands_in: tuple[tuple[str, str], ...] = ()
+
+
+REGISTRY: dict[str, Accelerator] = {a.name: a for a in (
+    Accelerator("classic", ("RL",), stands_in=(("MAP_RL", "MaxStep"),)),
+    Accelerator("MaxStep", ("RL", "MAP_RL"), searched=True, masked_start=True),
+    Accelerator("LineSearch", ("RL", "MAP_RL"), searched=True, masked_start=True),
+    Accelerator("SQUAREM", ("RL", "MAP_RL"), wraps_step=True, masked_start=True),
+)}
+"""Every accelerator by name (cosipy's spelling of ``acceleration:algorithm``)."""
+
+ACCELERATORS: tuple[str, ...] = ("none", *REGISTRY)
+"""Valid values of ``EMOptions.acceleration`` / ``MAPOptions.acceleration``."""
+
+SEARCHED: tuple[str, ...] = tuple(n for n, a in REGISTRY.items() if a.searched)
+"""Accelerators whose step length :func:`search_alpha` chooses."""
+
+
+def accelerator_names(algorithm: str | None = None, *, stand_ins: bool = True,
+                      in_one_step: bool = False) -> tuple[str, ...]:
+    """Accelerators of ``algorithm`` (every name when ``None``), in registry order.
+
+    ``stand_ins=True`` includes the names a parameter file may give although another
+    accelerator runs in their place (``classic`` for MAP_RL); ``in_one_step=True`` keeps
+    those that act inside one step (not ``wraps_step``), as a caller that scans the plain
+    step needs.
+
+    Examples
+    --------
+    >>> accelerator_names("MAP_RL")
+    ('classic', 'MaxStep', 'LineSearch', 'SQUAREM')
+    >>> accelerator_names("MAP_RL", stand_ins=False)
+    ('MaxStep', 'LineSearch', 'SQUAREM')
+    >>> accelerator_names("RL", in_one_step=True)
+    ('classic', 'MaxStep', 'LineSearch')
+    """
+    out = []
+    for name, acc in REGISTRY.items():
+        runs = name if algorithm is None or algorithm in acc.algorithms else \
+            dict(acc.stands_in).get(algorithm) if stand_ins else None
+        if runs is not None and not (in_one_step and REGISTRY[runs].wraps_step):
+            out.append(name)
+    return tuple(out)
+
+
+def resolve_accelerator(name: str, algorithm: str, *, key: str = "acceleration:algorithm"
+                        ) -> str:
+    """The accelerator ``algorithm`` runs when asked for ``name`` (``"none"`` stays).
+
+    Raises
+    ------
+    ParameterError
+        ``name`` is not an accelerator or ``algorithm`` does not offer it.
+
+    Examples
+    --------
+    >>> resolve_accelerator("classic", "MAP_RL")
+    'MaxStep'
+    >>> resolve_accelerator("SQUAREM", "RL")
+    'SQUAREM'
+    """
+    if name == "none":
+        return name
+    acc = REGISTRY.get(name)
+    if acc is not None:
+        if algorithm in acc.algorithms:
+            return name
+        if algorithm in dict(acc.stands_in):
+            return dict(acc.stands_in)[algorithm]
+    raise ParameterError(f"{key}: {name!r} is not available for {algorithm}; valid choices: "
+                         f"{list(accelerator_names(algorithm))} (or turn acceleration off).")
+
 
 GOLDEN_ITERATIONS = 16
 
@@ -80,7 +172,8 @@ def search_alpha(kind: str, objective: Callable[[jax.Array], jax.Array], lo: jax
     elif kind == "LineSearch":
         cand = golden_section_max(lambda a: jnp.sum(objective(a)), lo, hi)
     else:
-        raise ValueError(f"search_alpha: unknown accelerator {kind!r}")  # internal misuse
+        raise ParameterError(f"search_alpha: {kind!r} is not a searched accelerator; "
+                             f"valid choices: {list(SEARCHED)}.")
     f_cand = objective(cand)
     better = jnp.sum(f_cand) >= jnp.sum(f_lo)
     return jnp.where(better, cand, lo), jnp.where(better, f_cand, f_lo)

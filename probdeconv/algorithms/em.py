@@ -56,7 +56,7 @@ class EMOptions(NamedTuple):
     simple: bool = False  # True: RLsimple (recompute E first, no smoothing)
     weighting: bool = False
     smoothing: bool = False
-    acceleration: str = "none"  # none | classic | MaxStep | LineSearch (SQUAREM wraps step)
+    acceleration: str = "none"  # a name of accelerate.ACCELERATORS (SQUAREM wraps step)
     optimize_bkg: bool = False
     nest: bool = False  # HEALPix scheme of the image, for smoothing
 
@@ -266,7 +266,7 @@ def step(state: EMState, datasets: Sequence[fm.Dataset], params: EMParams,
         processed = smooth(processed, params.smoothing_fwhm, options.nest)
     kind = "none" if options.simple else options.acceleration
     loglik = None
-    if kind in ("MaxStep", "LineSearch"):
+    if kind in accelerate.SEARCHED:
         model, alpha, new_sky, loglik = _searched_update(state, datasets, params, kind,
                                                          processed, bkg_norm)
     elif kind == "classic":

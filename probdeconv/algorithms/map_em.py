@@ -131,7 +131,7 @@ def step(state: EMState, datasets, params: MAPParams, options: MAPOptions):
     """One MAP-EM iteration (MaxStep / LineSearch applied along its step when asked)."""
     model, bkg, prior_filter = _map_update(state, datasets, params, options)
     alpha = jnp.asarray(1.0, model.dtype)
-    if options.acceleration in ("MaxStep", "LineSearch"):
+    if options.acceleration in accelerate.SEARCHED:
         d = jnp.where(params.em.mask, model - state.model, 0.0)
         sky_d = sky_counts(datasets, d)
         hi = jnp.maximum(jnp.minimum(
@@ -189,10 +189,11 @@ TRACE_COUNT: dict = {}
 @functools.lru_cache(maxsize=64)
 def build_step(options: MAPOptions):
     """Jitted ``step(state, datasets, params)`` for fixed options (cached)."""
-    if options.acceleration not in ("none", "MaxStep", "LineSearch", "SQUAREM"):
+    valid = accelerate.accelerator_names("MAP_RL", stand_ins=False)
+    if options.acceleration not in ("none", *valid):
         raise ParameterError(f"acceleration:algorithm: {options.acceleration!r} is not "
-                             "available for MAP_RL; valid choices: ['MaxStep', 'LineSearch', "
-                             "'SQUAREM'] (or acceleration:activate: false).")
+                             f"available for MAP_RL; valid choices: {list(valid)} (or "
+                             "acceleration:activate: false).")
 
     def _step(state, datasets, params):
         TRACE_COUNT[options] = TRACE_COUNT.get(options, 0) + 1

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from tqdm.auto import tqdm
 
-from ..version import __version__
 from ..config import Parameters
 from ..errors import FileFormatError
+from ..version import __version__
 from .common import (
     apply_overrides,
     fit_model_to_data,
@@ -54,40 +53,29 @@ def run_command(args) -> str:
     data, truth = load_data_directory(args.data, dtype="float32" if args.float32 else "float64")
     fit_model_to_data(params, data)
     params["deconvolution:parameter:save_results:activate"] = False
+    ckpt = out / "checkpoint.npz"
+    if args.resume and not ckpt.is_file():
+        raise FileFormatError(f"--resume: no checkpoint at {ckpt}; run without --resume.")
     deconv = ImageDeconvolution()
     deconv.set_dataset([data])
-    deconv._parameter = params
+    deconv.parameter = params
     deconv.initialize()
-    algo = deconv.deconvolution
-    ckpt = out / "checkpoint.npz"
-    t0 = time.perf_counter()
-    algo.initialization()
-    if args.resume:
-        if not ckpt.is_file():
-            raise FileFormatError(f"--resume: no checkpoint at {ckpt}; run without --resume.")
-        start = algo.restore_checkpoint(ckpt)
-        logger.info("resumed from %s at iteration %d", ckpt, start)
     params.dump(out / "config.yml")
-    stop = algo.iteration_count >= algo.iteration_max
-    bar = tqdm(total=algo.iteration_max, initial=algo.iteration_count, desc=algo.algorithm_name,
-               disable=args.quiet, unit="it")
-    try:
-        while not stop:
-            stop = algo.iteration()
-            if _DELAY:
-                time.sleep(_DELAY)  # test hook: makes interruption tests deterministic
-            r = algo.results[-1]
-            stat = r.get("log-posterior", float(np.sum(r["log-likelihood"])))
-            bar.update(1)
-            bar.set_postfix(stat=f"{stat:.8g}", alpha=f"{float(r.get('alpha', 1.0)):.3g}")
-            if stop or algo.iteration_count % max(args.checkpoint_every, 1) == 0:
-                algo.save_checkpoint(ckpt)
-    finally:
-        bar.close()
+    t0 = time.perf_counter()
+    # the one iteration loop (progress, log lines, checkpoints, resume) is ImageDeconvolution's
+    deconv.run_deconvolution(checkpoint=ckpt, checkpoint_every=max(args.checkpoint_every, 1),
+                             resume=args.resume, progress=not args.quiet,
+                             callback=_pause if _DELAY else None)
     elapsed = time.perf_counter() - t0
+    algo = deconv.deconvolution
     write_outputs(out, algo, data, truth, params, args, elapsed)
     return (f"probdeconv: {algo.iteration_count} iterations of {algo.algorithm_name}; outputs in "
-          f"{out.resolve()}")
+            f"{out.resolve()}")
+
+
+def _pause(algo) -> None:
+    """Test hook: a pause after each iteration makes interruption tests deterministic."""
+    time.sleep(_DELAY)
 
 
 def write_outputs(out: Path, algo, data, truth, params, args, elapsed: float) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from probdeconv.algorithms.accelerate import accelerator_names
 from probdeconv.config.parameters import (
     FLUX_UNIT,
     KNOWN_ALGORITHMS,
@@ -27,8 +28,8 @@ from probdeconv.config.parameters import (
     plain_value,
     show_value,
 )
-from probdeconv.errors import ParameterError
 from probdeconv.config.priors import MAP_KEYS, check_prior_section
+from probdeconv.errors import ParameterError
 
 __all__ = ["validate_algorithm_parameters", "validate_run_parameters"]
 
@@ -185,12 +186,17 @@ _COMMON = {  # key: (spec, default); a spec is a section dict, a _WHAT name or c
     "save_results": ({"activate": _OFF, "directory": ("str", "./results"),
                       "only_final_result": _OFF}, {}),
 }
-_EM_FILTERS = {
-    "response_weighting": ({"activate": _OFF, "index": ("real", 0.5)}, {}),
-    "acceleration": ({"activate": _OFF, "alpha_max": ("real>=1", 1.0),
-                      "algorithm": (("classic", "MaxStep", "LineSearch", "SQUAREM"),
-                                    "classic")}, {}),
-}
+
+
+def _em_filters(algorithm: str) -> dict:
+    """Response weighting and acceleration (the accelerators from the one registry)."""
+    return {
+        "response_weighting": ({"activate": _OFF, "index": ("real", 0.5)}, {}),
+        "acceleration": ({"activate": _OFF, "alpha_max": ("real>=1", 1.0),
+                          "algorithm": (accelerator_names(algorithm), "classic")}, {}),
+    }
+
+
 _FWHM = {"value": ("real>=0", _REQ), "unit": ("unit:deg", _REQ)}
 _THRESHOLD = ("real", 1.0e-2)
 _OPTIMIZER = {  # MAP_gradient's optimiser (probdeconv.inference.map)
@@ -202,11 +208,11 @@ _OPTIMIZER = {  # MAP_gradient's optimiser (probdeconv.inference.map)
 }
 _SCHEMAS: dict[str, dict] = {
     "RLsimple": {**_COMMON, "stopping_criteria": ("ignored", _OMIT)},
-    "RL": {**_COMMON, **_EM_FILTERS,
+    "RL": {**_COMMON, **_em_filters("RL"),
            "smoothing": ({"activate": _OFF, "FWHM": (_FWHM, _OMIT)}, {}),
            "stopping_criteria": ({"statistics": (("log-likelihood",), "log-likelihood"),
                                   "threshold": _THRESHOLD}, {})},
-    "MAP_RL": {**_COMMON, **_EM_FILTERS, "prior": ("prior", {}),
+    "MAP_RL": {**_COMMON, **_em_filters("MAP_RL"), "prior": ("prior", {}),
                "stopping_criteria": ({"statistics": (("log-posterior", "log-likelihood"),
                                                      "log-posterior"),
                                       "threshold": _THRESHOLD}, {})},

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from .. import forward as fm
 from ..algorithms import em, map_em
+from ..algorithms.accelerate import accelerator_names
 from ..errors import ParameterError
 from ..forward.problem import Problem
 from .draws import Draws, DrawStore
@@ -48,7 +49,6 @@ RESAMPLE = ("poisson", "multinomial")
 
 
 ALGORITHMS = ("RL", "MAP_RL")
-ACCELERATIONS = ("none", "classic", "MaxStep", "LineSearch")
 
 
 @functools.partial(jax.jit, static_argnames=("options", "iterations"))
@@ -121,7 +121,8 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
     if algorithm not in ALGORITHMS:
         raise ParameterError(f"algorithm: got {algorithm!r}; valid choices for the "
                              f"bootstrap: {', '.join(ALGORITHMS)}.")
-    valid = ACCELERATIONS if algorithm == "RL" else ("none", "MaxStep", "LineSearch")
+    # replicates scan the plain step: accelerators that wrap it (SQUAREM) are left out
+    valid = ("none", *accelerator_names(algorithm, stand_ins=False, in_one_step=True))
     if acceleration not in valid:
         raise ParameterError(f"acceleration: got {acceleration!r}; valid choices for the "
                              f"{algorithm} bootstrap: {', '.join(valid)}.")

@@ -5,21 +5,31 @@ A subclass implements the hooks (``initialization``, ``pre_processing``, ``Estep
 ``finalization``); :meth:`DeconvolutionAlgorithmBase.iteration` calls them in that order.
 probdeconv's own algorithms run one whole jitted ``step`` in ``Mstep`` and only convert
 its outputs to histograms in ``post_processing``.
+
+Checkpoints work the same way for every algorithm: the iteration state ``self._state`` is
+a pytree of arrays (the NamedTuple / dataclass of the pure ``init``/``step`` core), saved
+leaf by leaf with the iteration count and the scalar history
+(:mod:`probdeconv.io.checkpoint`); a subclass only says, in :meth:`_state_restored`, how
+its attributes (image, background norms) follow from a restored state.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..config import Parameters, validate_algorithm_parameters
-from ..errors import DataError
+from ..errors import DataError, FileFormatError
 from ..histogram import Histogram
+from ..io.checkpoint import read_checkpoint, write_checkpoint
 
-__all__ = ["DeconvolutionAlgorithmBase"]
+__all__ = ["DeconvolutionAlgorithmBase", "state_entry_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +77,7 @@ class DeconvolutionAlgorithmBase(ABC):
         }
         self.iteration_count = 0
         self.iteration_max = int(self.parameter.get("iteration_max", 1))
+        self.stopped_at_checkpoint = False  # set by restore_checkpoint
 
     def _read_common_parameters(self) -> None:
         """Model unit, minimum flux, background fitting and saving: shared by all algorithms."""
@@ -159,6 +170,87 @@ class DeconvolutionAlgorithmBase(ABC):
         self.register_result()
         return bool(self.check_stopping_criteria())
 
+    # ------------------------------------------------------------------ checkpoints
+    SCALAR_KEYS = ("iteration", "log-likelihood", "alpha", "background_normalization",
+                   "log-prior", "log-posterior")
+
+    def scalar_history(self) -> list[dict]:
+        """Per-iteration scalars of the results so far (no maps)."""
+        return [{k: r[k] for k in self.SCALAR_KEYS if k in r} for r in self.results]
+
+    def _state_arrays(self) -> tuple[list[str], list, Any]:
+        """Names, leaves and structure of the iteration state ``self._state``."""
+        if getattr(self, "_state", None) is None:
+            raise DataError(f"{type(self).__name__}: no iteration state yet; call "
+                            "initialization() before saving or restoring a checkpoint.")
+        flat, treedef = jax.tree_util.tree_flatten_with_path(self._state)
+        names = [state_entry_name(path) for path, _ in flat]
+        if len(set(names)) != len(names):
+            raise DataError(f"{type(self).__name__}: state entries {names} are not uniquely "
+                            "named; a checkpoint cannot tell them apart.")
+        return names, [leaf for _, leaf in flat], treedef
+
+    def _describe_state_entry(self, name: str) -> str:
+        """Words for a state entry in messages (a subclass may say more)."""
+        return f"state array {name!r}"
+
+    def _state_restored(self) -> None:
+        """Bring attributes derived from ``self._state`` up to date (after a restore)."""
+        logger.debug("%s: state restored at iteration %d", self.algorithm_name,
+                     self.iteration_count)
+
+    def save_checkpoint(self, path, *, stopped: bool = False) -> Path:
+        """Write the exact iteration state, iteration count and scalar history atomically.
+
+        ``stopped`` records that the run ended here (by ``iteration_max`` or its stopping
+        criterion).  :meth:`restore_checkpoint` continues from it bit for bit.
+        """
+        names, leaves, _ = self._state_arrays()
+        header = {"algorithm": self.algorithm_name, "iteration_count": self.iteration_count,
+                  "iteration_max": self.iteration_max, "stopped": bool(stopped),
+                  "history": self.scalar_history()}
+        return write_checkpoint(path, {n: np.asarray(x) for n, x in zip(names, leaves)},
+                                header)
+
+    def restore_checkpoint(self, path) -> int:
+        """Continue from a checkpoint (call after :meth:`initialization`); returns its iteration.
+
+        Sets :attr:`stopped_at_checkpoint` when the checkpointed run had stopped by its own
+        criterion before its ``iteration_max`` (such a run has nothing left to do).
+
+        Raises
+        ------
+        FileFormatError
+            Not a checkpoint, one of another algorithm, or one whose arrays do not fit this
+            run (other data, options, dtype or probdeconv version).
+        """
+        path = Path(path)
+        arrays, header = read_checkpoint(path)
+        if header.get("algorithm") != self.algorithm_name:
+            raise FileFormatError(f"{path}: checkpoint of {header.get('algorithm')!r}, but "
+                                  f"this run uses {self.algorithm_name!r}; resume with the "
+                                  "same parameter file or start afresh.")
+        names, leaves, treedef = self._state_arrays()
+        restored = []
+        for name, leaf in zip(names, leaves):
+            got = arrays.get(name)
+            want = (tuple(np.shape(leaf)), np.dtype(leaf.dtype))
+            if got is None or (got.shape, got.dtype) != want:
+                found = "missing" if got is None else f"{got.shape} {got.dtype}"
+                raise FileFormatError(
+                    f"{path}: {self._describe_state_entry(name)} is {found}; this run needs "
+                    f"{want[0]} {want[1]} (the checkpoint was written for other data or "
+                    "options, or by another probdeconv version). Start the run afresh "
+                    "without --resume.")
+            restored.append(jnp.asarray(got))
+        self._state = jax.tree_util.tree_unflatten(treedef, restored)
+        self.iteration_count = int(header["iteration_count"])
+        self.results[:] = header["history"]
+        self.stopped_at_checkpoint = bool(header.get("stopped")) and \
+            self.iteration_count < int(header.get("iteration_max", self.iteration_count))
+        self._state_restored()
+        return self.iteration_count
+
     # ------------------------------------------------------------------ dataset helpers
     def calc_expectation_list(self, model, dict_bkg_norm=None, almost_zero=1e-12) -> list:
         return [d.calc_expectation(model, dict_bkg_norm=dict_bkg_norm, almost_zero=almost_zero)
@@ -189,3 +281,26 @@ class DeconvolutionAlgorithmBase(ABC):
     def calc_summed_bkg_model_product(self, key, dataspace_histogram_list) -> float:
         return float(sum(self.dataset[i].calc_bkg_model_product(key, dataspace_histogram_list[i])
                          for i in self.dict_dataset_indexlist_for_bkg_models[key]))
+
+
+def state_entry_name(path) -> str:
+    """Name of a state leaf from its pytree key path: ``model``, ``sky0``, ``params/image``.
+
+    Attribute and dict keys are joined by ``/``; a sequence index is appended to the name
+    before it (``sky[0]`` → ``sky0``).
+
+    Examples
+    --------
+    >>> import jax
+    >>> flat, _ = jax.tree_util.tree_flatten_with_path({"sky": (1.0, 2.0), "model": 0.0})
+    >>> [state_entry_name(path) for path, _ in flat]
+    ['model', 'sky0', 'sky1']
+    """
+    name = ""
+    for key in path:
+        if isinstance(key, jax.tree_util.SequenceKey):
+            name += str(key.idx)
+            continue
+        part = str(getattr(key, "name", getattr(key, "key", key)))
+        name = f"{name}/{part}" if name else part
+    return name

@@ -12,18 +12,29 @@ With ``data`` a :class:`~probdeconv.DataIF_COSI_DC2` and ``mask`` a boolean imag
     deconv.override_parameter("deconvolution:parameter:iteration_max = 30")
     deconv.initialize()
     results = deconv.run_deconvolution()
+
+:meth:`ImageDeconvolution.run_deconvolution` is the one iteration loop of probdeconv (the
+command line's ``probdeconv run`` calls it too): a progress bar and a log line per
+iteration, optional atomic checkpoints and a bit-for-bit resume::
+
+    deconv.run_deconvolution(checkpoint="out/checkpoint.npz", checkpoint_every=5)
+    # ... interrupted (Ctrl-C, SIGKILL): the last checkpoint is intact
+    deconv.initialize()
+    deconv.run_deconvolution(checkpoint="out/checkpoint.npz", resume=True)
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..config import Parameters, validate_run_parameters
-from ..errors import DataError, ParameterError
+from ..errors import DataError, FileFormatError, ParameterError
 from ..histogram import as_histogram
 from .allsky_image import AllSkyImageModel
 from .map_gradient import MAPGradient
@@ -49,7 +60,12 @@ class ImageDeconvolution:
         self._initial_model = None
         self._deconvolution = None
         self._validated = None
+        # options of run_deconvolution (keyword arguments of the call override them)
         self.progress = True
+        self.checkpoint: str | os.PathLike | None = None
+        self.checkpoint_every = 5
+        self.resume = False
+        self.callback: Callable | None = None
 
     # ------------------------------------------------------------------ inputs
     def set_dataset(self, dataset) -> None:
@@ -83,6 +99,11 @@ class ImageDeconvolution:
     @property
     def parameter(self) -> Parameters | None:
         return self._parameter
+
+    @parameter.setter
+    def parameter(self, value) -> None:
+        """Set the whole parameter tree (a :class:`Parameters`, dict or yayc Configurator)."""
+        self._parameter = value if isinstance(value, Parameters) else Parameters(value)
 
     @property
     def initial_model(self):
@@ -155,27 +176,111 @@ class ImageDeconvolution:
         return True
 
     # ------------------------------------------------------------------ run
-    def run_deconvolution(self) -> list[dict]:
-        """Run the iterations; returns the per-iteration results (a list of dicts)."""
+    def run_deconvolution(self, *, checkpoint: str | os.PathLike | None = None,
+                          checkpoint_every: int | None = None, resume: bool | None = None,
+                          progress: bool | None = None,
+                          callback: Callable | None = None) -> list[dict]:
+        """Run the iterations; returns the per-iteration results (a list of dicts).
+
+        Without arguments this is cosipy's ``run_deconvolution``: ``initialization()``,
+        ``iteration()`` until it returns True, ``finalization()``.  Each option defaults to
+        the attribute of the same name, so it can also be set before the call.
+
+        Parameters
+        ----------
+        checkpoint
+            File to write the exact iteration state to (atomically): every
+            ``checkpoint_every`` iterations and at the last one.  ``None``: no checkpoints.
+        checkpoint_every
+            Iterations between checkpoints (default 5).
+        resume
+            Continue from ``checkpoint`` instead of the initial model; the final image is
+            bit for bit that of an uninterrupted run.  Results of the iterations before
+            the checkpoint hold their scalars only (no maps).
+        progress
+            Show a progress bar (a log line per iteration is written either way).
+        callback
+            ``callback(algorithm)`` after each iteration (and its checkpoint);
+            ``algorithm.results[-1]`` is the iteration's result.  An exception it raises
+            ends the run; a ``KeyboardInterrupt`` leaves the last checkpoint intact.
+
+        Raises
+        ------
+        ParameterError
+            ``initialize()`` was not called, ``resume`` without ``checkpoint``, or
+            ``checkpoint_every < 1``.
+        FileFormatError
+            ``resume`` and no usable checkpoint (missing, of another algorithm, data or
+            options).
+        """
         if self._deconvolution is None:
             raise ParameterError("run_deconvolution: call initialize() first.")
+        checkpoint = self.checkpoint if checkpoint is None else checkpoint
+        every = int(self.checkpoint_every if checkpoint_every is None else checkpoint_every)
+        resume = self.resume if resume is None else resume
+        progress = self.progress if progress is None else progress
+        callback = self.callback if callback is None else callback
+        if every < 1:
+            raise ParameterError(f"run_deconvolution: checkpoint_every={every}; expected an "
+                                 "integer >= 1 (iterations between checkpoints).")
+        if resume and checkpoint is None:
+            raise ParameterError("run_deconvolution: resume=True needs checkpoint=<path of "
+                                 "the checkpoint file>.")
         algo = self._deconvolution
         logger.info("running %s, at most %d iterations", type(algo).__name__,
                     algo.iteration_max)
         algo.initialization()
-        bar = tqdm(total=algo.iteration_max, desc=type(algo).__name__, unit="it",
-                   disable=not self.progress, leave=False)
-        try:
-            while True:
-                stop = algo.iteration()
-                bar.update(1)
-                r = algo.results[-1]
-                if "log-likelihood" in r:
-                    bar.set_postfix(logL=f"{float(np.sum(r['log-likelihood'])):.6g}",
-                                    alpha=f"{float(r.get('alpha', 1.0)):.3g}")
-                if stop:
-                    break
-        finally:
-            bar.close()
+        stop = False
+        if resume:
+            if not Path(checkpoint).is_file():
+                raise FileFormatError(f"resume: no checkpoint at {checkpoint}; run without "
+                                      "resume (or give the checkpoint's path).")
+            algo.restore_checkpoint(checkpoint)
+            stop = algo.stopped_at_checkpoint
+            logger.info("resumed from %s at iteration %d", checkpoint, algo.iteration_count)
+        stop = stop or algo.iteration_count >= algo.iteration_max
+        self._iterate(algo, stop, checkpoint, every, progress, callback)
         algo.finalization()
         return algo.results
+
+    @staticmethod
+    def _iterate(algo, stop: bool, checkpoint, every: int, progress: bool, callback) -> None:
+        """The loop: iteration, log line, progress, checkpoint, callback."""
+        bar = tqdm(total=algo.iteration_max, initial=algo.iteration_count,
+                   desc=algo.algorithm_name or type(algo).__name__, unit="it",
+                   disable=not progress, leave=False)
+        saved = None
+        try:
+            while not stop:
+                stop = algo.iteration()
+                r = algo.results[-1]
+                stat, value = _statistic(r)
+                shown = {stat: f"{value:.10g}"}
+                if "alpha" in r:
+                    shown["alpha"] = f"{float(r['alpha']):.4g}"
+                bkg = r.get("background_normalization", {})
+                logger.info("iteration %d/%d: %s%s", algo.iteration_count, algo.iteration_max,
+                            ", ".join(f"{k} {v}" for k, v in shown.items()),
+                            "".join(f", background {k} {float(v):.6g}" for k, v in bkg.items()))
+                bar.update(1)
+                bar.set_postfix(shown)
+                if checkpoint is not None and (stop or algo.iteration_count % every == 0):
+                    algo.save_checkpoint(checkpoint, stopped=stop)
+                    saved = algo.iteration_count
+                if callback is not None:
+                    callback(algo)
+        except KeyboardInterrupt:
+            kept = "" if checkpoint is None or not Path(checkpoint).is_file() else (
+                f"; the checkpoint {checkpoint}"
+                f"{'' if saved is None else f' of iteration {saved}'} is kept: resume from it")
+            logger.warning("interrupted in iteration %d%s", algo.iteration_count, kept)
+            raise
+        finally:
+            bar.close()
+
+
+def _statistic(result: dict) -> tuple[str, float]:
+    """The statistic an iteration reports: the log-posterior if any, else the log-likelihood."""
+    if "log-posterior" in result:
+        return "log-posterior", float(result["log-posterior"])
+    return "log-likelihood", float(np.sum(result.get("log-likelihood", np.nan)))

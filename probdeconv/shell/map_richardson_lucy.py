@@ -10,6 +10,7 @@ import numpy as np
 from histpy import Histogram
 
 from ..algorithms import map_em
+from ..algorithms.accelerate import resolve_accelerator
 from ..config.priors import MAP_KEYS, prior_options
 from ..errors import ParameterError
 from ..forward.posterior import make_config
@@ -79,9 +80,10 @@ class MAP_RichardsonLucy(_EMShell):  # noqa: N801 (cosipy name)
         super().__init__(initial_model, dataset, mask, parameter)
         p = self.parameter
         self.do_acceleration = bool(p.get("acceleration:activate", False))
-        algo = str(p.get("acceleration:algorithm", "classic"))
-        if self.do_acceleration and algo == "classic":
-            algo = "MaxStep"  # MAP-RL has no cosipy-0.3 acceleration; MaxStep is its analogue
+        # "classic" (cosipy's default) runs MaxStep, its MAP analogue (accelerate.REGISTRY)
+        algo = resolve_accelerator(str(p.get("acceleration:algorithm", "classic")),
+                                   self.algorithm_name,
+                                   key="deconvolution:parameter:acceleration:algorithm")
         self.acceleration_algorithm = algo if self.do_acceleration else "none"
         self.alpha_max = float(p.get("acceleration:alpha_max", 1.0)) if self.do_acceleration \
             else 1.0

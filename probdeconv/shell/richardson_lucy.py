@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..algorithms import em
+from ..algorithms.accelerate import REGISTRY, resolve_accelerator
 from ..errors import DataError
 from ..histogram import Histogram
 from ..io.results import save_histogram_series, save_scalar_tables
@@ -89,7 +90,8 @@ class _EMShell(DeconvolutionAlgorithmBase):
         if self.do_response_weighting:
             self.response_weighting_filter = np.asarray(self._params.weight)
         bkg = jnp.asarray([self.dict_bkg_norm[k] for k in keys], dtype=model.dtype)
-        if self._options_.acceleration in ("MaxStep", "LineSearch", "SQUAREM"):
+        acc = REGISTRY.get(self._options_.acceleration)
+        if acc is not None and acc.masked_start:
             # these move along masked directions with E linear in the step: start masked
             model = jnp.where(self._params.mask, model, 0.0)
             model0 = model
@@ -131,90 +133,24 @@ class _EMShell(DeconvolutionAlgorithmBase):
     def register_result(self):
         r = self._result()
         self.results.append(r)
-        logger.info("iteration %d: log-likelihood %s, background %s", r["iteration"],
-                    [f"{x:.10g}" for x in r["log-likelihood"]], r["background_normalization"])
+        logger.debug("iteration %d: log-likelihood %s, background %s", r["iteration"],
+                     [f"{x:.10g}" for x in r["log-likelihood"]], r["background_normalization"])
 
     def check_stopping_criteria(self) -> bool:
         return self.iteration_count >= self.iteration_max
 
     # -------------------------------------------------------------- checkpoints
-    SCALAR_KEYS = ("iteration", "log-likelihood", "alpha", "background_normalization",
-                   "log-prior", "log-posterior")
+    def _describe_state_entry(self, name: str) -> str:
+        if name.startswith("sky") and name[3:].isdigit():
+            return f"expectation of dataset {name[3:]}"
+        return {"model": "image", "bkg_norm": "background normalisations"}.get(
+            name, super()._describe_state_entry(name))
 
-    def scalar_history(self) -> list[dict]:
-        """Per-iteration scalars of the results so far (no maps)."""
-        return [{k: r[k] for k in self.SCALAR_KEYS if k in r} for r in self.results]
-
-    def save_checkpoint(self, path) -> Path:
-        """Write the exact iteration state (image, backgrounds, expectation) atomically.
-
-        Resuming from it with :meth:`restore_checkpoint` continues bit for bit.
-        """
-        import json
-        import os
-        import tempfile
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        st = self._state
-        arrays = {"model": np.asarray(st.model), "bkg_norm": np.asarray(st.bkg_norm),
-                  "iteration": np.asarray(st.iteration)}
-        for i, s in enumerate(st.sky):
-            arrays[f"sky{i}"] = np.asarray(s)
-        arrays["history"] = np.frombuffer(json.dumps(
-            {"iteration_count": self.iteration_count, "history": self.scalar_history(),
-             "algorithm": self.algorithm_name}).encode(), dtype=np.uint8)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
-
-    def restore_checkpoint(self, path) -> int:
-        """Continue from a checkpoint (call after :meth:`initialization`); returns its iteration."""
-        import json
-
-        from ..errors import FileFormatError
-
-        path = Path(path)
-        try:
-            with np.load(path) as z:
-                data = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise FileFormatError(f"{path}: not a readable probdeconv checkpoint ({exc}).") from exc
-        meta = json.loads(bytes(data["history"]).decode())
-        if meta.get("algorithm") != self.algorithm_name:
-            raise FileFormatError(f"{path}: checkpoint of {meta.get('algorithm')!r}, but this "
-                                  f"run uses {self.algorithm_name!r}.")
-        st = self._state
-        if data["model"].shape != tuple(st.model.shape):
-            raise FileFormatError(f"{path}: image shape {data['model'].shape} does not match "
-                                  f"this run's {tuple(st.model.shape)}.")
-        dt = st.model.dtype
-        for i, s in enumerate(st.sky):
-            got = data.get(f"sky{i}")
-            if got is None or got.shape != tuple(s.shape):
-                raise FileFormatError(
-                    f"{path}: expectation of dataset {i} has shape "
-                    f"{None if got is None else got.shape}; this run needs {tuple(s.shape)} "
-                    "(the checkpoint was written for other data or by another probdeconv "
-                    "version). Start the run afresh without --resume.")
-        sky = tuple(jnp.asarray(data[f"sky{i}"], dtype=dt) for i in range(len(st.sky)))
-        self._state = st._replace(model=jnp.asarray(data["model"], dtype=dt),
-                                  bkg_norm=jnp.asarray(data["bkg_norm"], dtype=dt), sky=sky,
-                                  iteration=jnp.asarray(data["iteration"]))
-        self.iteration_count = int(meta["iteration_count"])
-        self.results[:] = meta["history"]
-        for k, v in zip(self.dict_bkg_norm, data["bkg_norm"]):
+    def _state_restored(self) -> None:
+        """Image and background norms from the restored :class:`em.EMState`."""
+        for k, v in zip(self.dict_bkg_norm, np.asarray(self._state.bkg_norm)):
             self.dict_bkg_norm[k] = float(v)
         self.model = self._as_model(self._state.model)
-        return self.iteration_count
 
     # -------------------------------------------------------------- saving
     _histogram_keys: tuple[str, ...] = ("model", "delta_model")
@@ -264,7 +200,9 @@ class RichardsonLucy(_EMShell):
         super().__init__(initial_model, dataset, mask, parameter)
         p = self.parameter
         self.do_acceleration = bool(p.get("acceleration:activate", False))
-        self.acceleration_algorithm = str(p.get("acceleration:algorithm", "classic"))
+        self.acceleration_algorithm = resolve_accelerator(
+            str(p.get("acceleration:algorithm", "classic")), self.algorithm_name,
+            key="deconvolution:parameter:acceleration:algorithm")
         self.alpha_max = float(p.get("acceleration:alpha_max", 1.0)) if self.do_acceleration \
             else 1.0
         self.do_smoothing = bool(p.get("smoothing:activate", False))
