@@ -164,15 +164,6 @@ class MAPGradient(DeconvolutionAlgorithmBase):
             self.dict_bkg_norm[k] = float(v)
         self.converged = False
 
-    # -------------------------------------------------------------- checkpoints
-    def _state_restored(self) -> None:
-        """Image and background norms from the restored optimiser state."""
-        image, bkg = gmap.map_values(self._state, self._config)
-        self.model = self._as_model(image)
-        for k, v in zip(self.dict_bkg_norm, np.asarray(bkg)):
-            self.dict_bkg_norm[k] = float(v)
-        self.converged = False
-
     def finalization(self):
         """Save ``model.hdf5`` and ``results.fits`` when ``save_results:activate``."""
         if not self.save_results or not self.results:
