@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 from astropy.coordinates import SkyCoord
+from histpy import HealpixAxis
 
 from probdeconv import CoordsysConversionMatrix
-from probdeconv.histogram import HealpixAxis
 from probdeconv.spacecraft import SpacecraftAttitudeExposureTable, SpacecraftFile
 from probdeconv.spacecraft.geometry import vec_to_lonlat
 
@@ -145,7 +145,7 @@ def main() -> None:
     ccm = _timed(f"CCM, averaged pointing (model/NuLambda NSIDE {args.nside})",
                  lambda: CoordsysConversionMatrix.spacecraft_attitude_binning_ccm(
                      axis, table, use_averaged_pointing=True), res)
-    print(f"  -> shape {ccm.nbins}, {ccm.contents.nnz:,} non-zero entries")
+    print(f"  -> shape {ccm.axes.shape}, {ccm.contents.nnz:,} non-zero entries")
     with tempfile.TemporaryDirectory() as tmp:
         _timed("CCM written (histpy COO HDF5)", lambda: ccm.write(Path(tmp) / "ccm.h5"), res)
     _timed("CCM, averaged pointing, Earth occultation",

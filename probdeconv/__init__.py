@@ -8,6 +8,8 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
+from histpy import Axes, Axis, HealpixAxis, Histogram  # noqa: E402  (histpy's own classes)
+
 from .config.parameters import Parameters  # noqa: E402
 from .errors import (  # noqa: E402
     AxisMismatchError,
@@ -16,7 +18,6 @@ from .errors import (  # noqa: E402
     ParameterError,
     ProbdeconvError,
 )
-from .histogram import Axes, Axis, HealpixAxis, Histogram, as_histogram  # noqa: E402
 from .forward.problem import Problem  # noqa: E402
 from .results.posterior import Posterior  # noqa: E402
 from .results.sampling import sample  # noqa: E402
@@ -58,7 +59,6 @@ __all__ = [
     "RichardsonLucySimple",
     "SpacecraftAttitudeExposureTable",
     "SpacecraftFile",
-    "as_histogram",
     "problem_from_dataif",
     "sample",
 ]

@@ -32,7 +32,7 @@ def galactic(testdata):
     data = DataIF_COSI_DC2.load("galactic", ev, {"bkg": ev * 0.1}, rsp)
     model = AllSkyImageModel(1, rsp.axes["Ei"].edges)
     model[:] = 1.0 * model.unit
-    mask = Histogram(model.axes, contents=np.ones(model.axes.nbins, bool))
+    mask = Histogram(model.axes, contents=np.ones(model.axes.shape, bool))
     mask[0, 0] = False
     return data, model, mask
 

@@ -218,7 +218,7 @@ def test_cosipy_image_model_file_opens(testdata, tmp_path):
     m = AllSkyImageModel.open(testdata / "image_deconvolution" /
                               "all_sky_image_model_test_nside1.hdf5")
     assert isinstance(m, AllSkyImageModel)
-    assert m.axes.nbins == (12, 1) and m.nside == 1
+    assert m.axes.shape == (12, 1) and m.nside == 1
     m.write(tmp_path / "m.h5")
     back = AllSkyImageModel.open(tmp_path / "m.h5")
     np.testing.assert_array_equal(np.asarray(back), np.asarray(m))

@@ -6,6 +6,7 @@ import astropy.units as u
 import healpy as hp
 import numpy as np
 import pytest
+from histpy import Axis, HealpixAxis
 
 from probdeconv import (
     AllSkyImageModel,
@@ -15,7 +16,6 @@ from probdeconv import (
     RichardsonLucySimple,
 )
 from probdeconv.errors import DataError
-from probdeconv.histogram import Axis, HealpixAxis
 
 
 def _data_axes():
@@ -133,7 +133,7 @@ def test_model_from_parameters_mask_and_smoothing():
          "scheme": "ring", "coordinate": "galactic", "unit": "cm-2 s-1 sr-1"})
     m.set_values_from_parameters({"algorithm": "flat",
                                   "parameter": {"value": [1.0, 2.0], "unit": "cm-2 s-1 sr-1"}})
-    assert m.axes.nbins == (48, 2)
+    assert m.axes.shape == (48, 2)
     np.testing.assert_array_equal(np.asarray(m)[:, 1], 2.0)
     mask = Histogram(m.axes, contents=np.ones((48, 2), bool))
     mask[0, 0] = False

@@ -70,7 +70,7 @@ def load_data_directory(directory: str | Path, dtype: str = "float64"):
 
     Returns ``(data, truth)``; ``truth`` is None for real data.
     """
-    from ..histogram import Histogram
+    from ..io.histpy_h5 import read_histogram
     from ..shell.dataif import DataIF_COSI_DC2
     from ..shell.response import CoordsysConversionMatrix, FullDetectorResponse
 
@@ -93,8 +93,8 @@ def load_data_directory(directory: str | Path, dtype: str = "float64"):
         if key not in m:
             raise ParameterError(f"{manifest}: key {key!r} is missing; expected name, event, "
                                  "backgrounds, response, ccm (optional).")
-    event = Histogram.open(d / m["event"])
-    bkgs = {k: Histogram.open(d / f) for k, f in (m.get("backgrounds") or {}).items()}
+    event = read_histogram(d / m["event"])
+    bkgs = {k: read_histogram(d / f) for k, f in (m.get("backgrounds") or {}).items()}
     ccm = CoordsysConversionMatrix.open(d / m["ccm"]) if m.get("ccm") else None
     import h5py
 
@@ -106,7 +106,7 @@ def load_data_directory(directory: str | Path, dtype: str = "float64"):
                                         coordsys_conv_matrix=ccm, dtype=dtype)
     else:
         data = DataIF_COSI_DC2.load(m.get("name", "data"), event, bkgs,
-                                    Histogram.open(d / m["response"]),
+                                    read_histogram(d / m["response"]),
                                     coordsys_conv_matrix=ccm, dtype=dtype)
     truth = None
     if m.get("truth"):

@@ -175,7 +175,7 @@ def _cmd_simulate(args) -> int:
     sim = simulate(sky=args.sky, nside=args.nside, seed=args.seed, out=args.out,
                    overwrite=args.overwrite)
     print(f"simulated {args.sky} at NSIDE {sim.config.nside}, seed {args.seed}: "
-          f"{int(sim.event.sum())} counts; files in {Path(args.out).resolve()}")
+          f"{int(sim.event.contents.sum())} counts; files in {Path(args.out).resolve()}")
     return 0
 
 
@@ -184,7 +184,7 @@ def _cmd_info(args) -> int:
     import numpy as np
 
     from ..errors import FileFormatError
-    from ..histogram import Histogram
+    from ..io.histpy_h5 import read_histogram
     from ..shell.response import FullDetectorResponse
 
     path = Path(args.file)
@@ -198,19 +198,28 @@ def _cmd_info(args) -> int:
     if "DRM" in groups:
         with FullDetectorResponse.open(path) as rsp:
             print(rsp)
-            for ax in rsp.axes:
-                print(f"  {ax.label}: {ax.nbins} bins, {ax!r}")
+            _print_axes(rsp.axes)
         return 0
     for name in groups:
-        h = Histogram.open(path, name=name)
+        h = read_histogram(path, name=name)
         kind = "sparse" if h.is_sparse else "dense"
-        total = h.contents.sum() if h.is_sparse else float(np.sum(np.asarray(h)))
-        print(f"[{name}] {kind}, unit {h.unit}, shape {tuple(h.axes.nbins)}, sum {total:.6g}")
-        for ax in h.axes:
-            e = np.asarray(getattr(ax.edges, "value", ax.edges))
-            extra = f" nside {ax.nside} {ax.scheme}" if hasattr(ax, "nside") else ""
-            print(f"  {ax.label}: {ax.nbins} bins [{e[0]:g}, {e[-1]:g}] {ax.unit or ''}{extra}")
+        total = float(h.contents.data.sum() if h.is_sparse else np.sum(np.asarray(h)))
+        print(f"[{name}] {kind}, unit {h.unit}, shape {h.axes.shape}, sum {total:.6g}")
+        _print_axes(h.axes)
     return 0
+
+
+def _print_axes(axes) -> None:
+    """One line per histpy axis: label, bins, range, unit, HEALPix NSIDE / scheme / frame."""
+    import numpy as np
+
+    for ax in axes:
+        e = np.asarray(getattr(ax.edges, "value", ax.edges))
+        extra = ""
+        if hasattr(ax, "nside"):
+            frame = getattr(ax.coordsys, "name", ax.coordsys)
+            extra = f" nside {ax.nside} {ax.scheme} {frame or ''}".rstrip()
+        print(f"  {ax.label}: {ax.nbins} bins [{e[0]:g}, {e[-1]:g}] {ax.unit or ''}{extra}")
 
 
 if __name__ == "__main__":  # pragma: no cover

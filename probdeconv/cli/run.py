@@ -90,7 +90,7 @@ def write_outputs(out: Path, algo, data, truth, params, args, elapsed: float) ->
     image.write(tmp, overwrite=True)
     os.replace(tmp, out / "image.hdf5")
     values = np.asarray(image, dtype=float)
-    nest = bool(getattr(image.axes[0], "nest", False))
+    nest = bool(getattr(image.axes[0], "is_nested", False))
     for e in range(values.shape[1]):
         path = out / f"image_E{e}.fits"
         tmp = out / f".tmp-image_E{e}.fits"

@@ -20,7 +20,6 @@ import numpy as np
 from astropy.io import fits
 
 from .atomic import atomic_target
-from .histpy_h5 import write_histogram
 
 __all__ = ["save_histogram_series", "save_scalar_tables"]
 
@@ -30,18 +29,21 @@ logger = logging.getLogger(__name__)
 def save_histogram_series(path: str | Path, results: Sequence[dict], key: str,
                           counter_name: str = "iteration", only_final_result: bool = False
                           ) -> Path:
-    """Write ``results[-1][key]`` as group ``result`` and each iteration's as ``<counter><N>``."""
+    """Write ``results[-1][key]`` as group ``result`` and each iteration's as ``<counter><N>``.
+
+    The maps are histpy histograms, written by histpy into one temporary file that is then
+    renamed onto ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_target(path, True, "results") as tmp:
-        tmp.unlink()  # write_histogram creates the file
-        write_histogram(results[-1][key], tmp, name="result", overwrite=True)
+        tmp.unlink()  # histpy creates the file
+        results[-1][key].write(tmp, name="result", overwrite=True)
         if not only_final_result:
             for r in results:
                 if key not in r:  # e.g. iterations before a resume keep scalars only
                     continue
-                write_histogram(r[key], tmp, name=f"{counter_name}{r[counter_name]}",
-                                overwrite=True)
+                r[key].write(tmp, name=f"{counter_name}{r[counter_name]}", overwrite=True)
     return path
 
 

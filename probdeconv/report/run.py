@@ -44,7 +44,7 @@ def _ring(values: np.ndarray, nest: bool) -> np.ndarray:
 def plot_image(image, path: str | Path, truth=None, title: str = "reconstruction") -> Path:
     """Mollweide maps of each energy bin of ``image`` (and of ``truth`` beside it)."""
     values = np.asarray(image, dtype=float)
-    nest = bool(getattr(image.axes[0], "nest", False))
+    nest = bool(getattr(image.axes[0], "is_nested", False))
     n_e = values.shape[1]
     cols = 2 if truth is not None else 1
     fig = plt.figure(figsize=(6.0 * cols, 3.4 * n_e))
@@ -79,7 +79,7 @@ def plot_curves(results: Sequence[dict], path: str | Path) -> Path:
 
 def plot_residuals(event, expectation, path: str | Path) -> Path:
     """``(d − E)/√E`` summed to a ``Phi × PsiChi`` map."""
-    labels = list(event.axes.labels)
+    labels = event.axes.labels.tolist()
     d = np.asarray(event, float)
     e = np.asarray(expectation, float)
     keep = (labels.index("Phi"), labels.index("PsiChi"))

@@ -23,10 +23,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from histpy import Histogram
 
 from ..config import Parameters, validate_algorithm_parameters
 from ..errors import DataError, FileFormatError
-from ..histogram import Histogram
 from ..io.checkpoint import read_checkpoint, write_checkpoint
 
 __all__ = ["DeconvolutionAlgorithmBase", "state_entry_name"]
@@ -128,10 +128,10 @@ class DeconvolutionAlgorithmBase(ABC):
         if self.mask is None:
             return
         shape = np.shape(np.asarray(self.mask))
-        want = tuple(self.initial_model.axes.nbins)
+        want = self.initial_model.axes.shape
         if shape != want:
             raise DataError(f"mask has shape {shape}; expected {want} (the model axes "
-                            f"{list(self.initial_model.axes.labels)}). Build it as "
+                            f"{self.initial_model.axes.labels.tolist()}). Build it as "
                             "Histogram(model.axes, contents=np.ones(shape, bool)).")
 
     # ------------------------------------------------------------------ hooks

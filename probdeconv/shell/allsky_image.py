@@ -1,4 +1,9 @@
-"""Sky models: :class:`ModelBase` and the HEALPix × energy :class:`AllSkyImageModel`."""
+"""Sky models: :class:`ModelBase` and the HEALPix × energy :class:`AllSkyImageModel`.
+
+Both are ``histpy.Histogram`` subclasses, as cosipy's: a cosipy user's histograms and
+ours combine both ways (``Histogram(model.axes, contents=...)``, ``model + h``,
+``model == model.copy()``).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ from typing import Any
 import astropy.units as u
 import healpy as hp
 import numpy as np
+from histpy import Axes, Axis, HealpixAxis, Histogram
 
 from ..config.parameters import Parameters
 from ..errors import DataError, ParameterError
-from ..histogram import Axes, Axis, HealpixAxis, Histogram, as_histogram
+from ..io.histpy_h5 import read_histogram
 
 __all__ = ["ModelBase", "AllSkyImageModel"]
 
@@ -27,41 +33,53 @@ def _param(parameter: Any) -> Parameters:
 
 
 class ModelBase(Histogram, ABC):
-    """Base of sky models: a histogram that can be built and filled from parameters."""
+    """Base of sky models: a ``histpy.Histogram`` that can be built and filled from parameters.
+
+    Parameters are those of ``histpy.Histogram``.
+    """
+
+    def __init__(self, edges, contents=None, sumw2=None, labels=None, axis_scale=None,
+                 sparse=None, unit=None):
+        super().__init__(edges, contents=contents, sumw2=sumw2, labels=labels,
+                         axis_scale=axis_scale, sparse=sparse, unit=unit)
 
     @classmethod
     def _from_histogram(cls, h: Histogram):
-        """An instance of ``cls`` sharing the state of the plain histogram ``h``."""
-        new = object.__new__(cls)
-        new.__dict__.update(h.__dict__)
+        """An instance of ``cls`` holding the (dense) contents of ``h``, not copied."""
+        new = cls.__new__(cls)
+        h = h.to_dense() if h.is_sparse else h
+        Histogram.__init__(new, h.axes, contents=h.full_contents, sumw2=h.sumw2, unit=h.unit,
+                           copy_contents=False)
         return new
-
-    def copy(self):
-        return self._from_histogram(Histogram.copy(self))
 
     @classmethod
     @abstractmethod
     def instantiate_from_parameters(cls, parameter) -> ModelBase:
         """Build an empty model from the ``model_definition:property`` parameters."""
+        raise NotImplementedError  # as cosipy's base: a subclass defines it
 
     @abstractmethod
     def set_values_from_parameters(self, parameter) -> None:
         """Fill the model from the ``model_definition:initialization`` parameters."""
+        raise NotImplementedError
 
     def mask_pixels(self, mask, fill_value=0):
         """A copy with the pixels where ``mask`` is False set to ``fill_value``.
 
         Parameters
         ----------
-        mask : Histogram or array of bool
+        mask : histpy.Histogram or array of bool
             Same shape as the model; True keeps a pixel.
         fill_value : float or Quantity
         """
-        m = np.asarray(as_histogram(mask) if not isinstance(mask, np.ndarray) else mask,
-                       dtype=bool)
-        if m.shape != tuple(self.axes.nbins):
-            raise DataError(f"mask has shape {m.shape}; expected {tuple(self.axes.nbins)} "
-                            f"(the model axes {list(self.axes.labels)}).")
+        if isinstance(mask, Histogram):
+            mask = mask.to_dense() if mask.is_sparse else mask
+            m = np.asarray(getattr(mask.contents, "value", mask.contents), dtype=bool)
+        else:
+            m = np.asarray(mask, dtype=bool)
+        if m.shape != self.axes.shape:
+            raise DataError(f"mask has shape {m.shape}; expected {self.axes.shape} "
+                            f"(the model axes {self.axes.labels.tolist()}).")
         if isinstance(fill_value, u.Quantity):
             fill_value = fill_value.to_value(self.unit) if self.unit is not None else \
                 fill_value.value
@@ -93,8 +111,8 @@ class AllSkyImageModel(ModelBase):
     >>> import astropy.units as u
     >>> m = AllSkyImageModel(1, [100, 1000] * u.keV)
     >>> m[:] = 1.0 * m.unit
-    >>> m.axes.nbins
-    (12, 1)
+    >>> m.axes.shape, type(m.copy()).__name__
+    ((12, 1), 'AllSkyImageModel')
     """
 
     def __init__(self, nside, energy_edges, scheme="ring", coordsys="galactic",
@@ -106,30 +124,48 @@ class AllSkyImageModel(ModelBase):
             energy_edges = energy_edges.to(u.keV)
         axes = Axes([HealpixAxis(nside=int(nside), scheme=scheme, coordsys=coordsys,
                                  label=label_image),
-                     Axis(energy_edges, label=label_energy, scale="log")])
-        super().__init__(axes, unit=unit)
+                     Axis(energy_edges, label=label_energy, scale="log")], copy_axes=False)
+        super().__init__(axes, sparse=False, unit=unit)
 
     @property
     def nside(self) -> int:
-        return self.axes[0].nside
+        """HEALPix NSIDE of the image axis."""
+        return int(self.axes[0].nside)
 
     @property
     def energy_edges(self) -> u.Quantity:
+        """Energy bin edges (keV)."""
         return self.axes[1].edges
 
     @classmethod
     def from_histogram(cls, h) -> AllSkyImageModel:
-        """View a ``[HEALPix, energy]`` histogram as an :class:`AllSkyImageModel`."""
-        h = as_histogram(h)
+        """An :class:`AllSkyImageModel` holding the contents of a ``[HEALPix, energy]`` histogram.
+
+        Raises
+        ------
+        DataError
+            ``h`` is not a histpy Histogram with a HEALPix first axis and two axes.
+        """
+        if not isinstance(h, Histogram):
+            raise DataError(f"an all-sky image is a histpy Histogram [HEALPix, energy]; got a "
+                            f"{type(h).__name__}.")
         if h.ndim != 2 or not isinstance(h.axes[0], HealpixAxis):
             raise DataError(f"an all-sky image has axes [HEALPix, energy]; got "
-                            f"{list(h.axes.labels)}.")
-        return cls._from_histogram(h.to_dense() if h.is_sparse else h)
+                            f"{h.axes.labels.tolist()}.")
+        return h if type(h) is cls and not h.is_sparse else cls._from_histogram(h)
 
     @classmethod
     def open(cls, filename: str | Path, name: str = "hist") -> AllSkyImageModel:
-        """Read an image written by cosipy or probdeconv."""
-        return cls.from_histogram(Histogram.open(filename, name=name))
+        """Read an image written by cosipy or probdeconv (group ``name``).
+
+        Raises
+        ------
+        FileFormatError
+            Missing or unreadable file or group (the message names them).
+        DataError
+            The histogram is not ``[HEALPix, energy]``.
+        """
+        return cls.from_histogram(read_histogram(filename, name=name))
 
     @classmethod
     def instantiate_from_parameters(cls, parameter) -> AllSkyImageModel:
@@ -199,7 +235,7 @@ class AllSkyImageModel(ModelBase):
         new = self.copy()
         values = np.asarray(self)
         out = np.empty_like(values)
-        nest = self.axes[0].nest
+        nest = bool(self.axes[0].is_nested)
         for i in range(values.shape[1]):
             m = values[:, i]
             if nest:

@@ -14,10 +14,10 @@ from abc import ABC, abstractmethod
 import astropy.units as u
 import jax.numpy as jnp
 import numpy as np
+from histpy import Axes, Histogram
 
 from .. import forward as fm
 from ..errors import AxisMismatchError, DataError
-from ..histogram import Axes, Histogram, as_histogram
 from .response import CoordsysConversionMatrix, FullDetectorResponse
 
 __all__ = ["ImageDeconvolutionDataInterfaceBase", "DataIF_COSI_DC2"]
@@ -27,8 +27,20 @@ logger = logging.getLogger(__name__)
 DATA_AXES_GALACTIC = ("Em", "Phi", "PsiChi")
 
 
+def _histogram(obj, what: str) -> Histogram:
+    """``obj`` if it is a histpy Histogram, else a DataError naming ``what``."""
+    if not isinstance(obj, Histogram):
+        raise DataError(f"{what}: expected a histpy Histogram (probdeconv.Histogram is the "
+                        f"same class), got a {type(obj).__module__}.{type(obj).__name__}; "
+                        "open files with Histogram.open(path)")
+    return obj
+
+
 def _values(h: Histogram, unit=None) -> np.ndarray:
-    """Dense float64 contents of a histogram, converted to ``unit`` when both have units."""
+    """Dense float64 contents of a histogram, converted to ``unit`` when both have units.
+
+    The shell's one conversion from histograms to arrays (under/overflow bins dropped).
+    """
     h = h.to_dense() if h.is_sparse else h
     c = h.contents
     if isinstance(c, u.Quantity):
@@ -178,7 +190,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         """
         new = cls(name)
         new.is_miniDC2_format = bool(is_miniDC2_format)
-        event = as_histogram(event_binned_data)
+        event = _histogram(event_binned_data, f"dataset {name!r}: event_binned_data")
         new._event = event.to_dense() if event.is_sparse else event
         if dict_bkg_binned_data is None:
             dict_bkg_binned_data = {}
@@ -186,7 +198,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
             raise DataError(f"dataset {name!r}: backgrounds must be a dict "
                             f"{{name: Histogram}}; got {type(dict_bkg_binned_data).__name__}.")
         for key, bkg in dict_bkg_binned_data.items():
-            h = as_histogram(bkg)
+            h = _histogram(bkg, f"dataset {name!r}: background {key!r}")
             new._bkg_models[key] = h.to_dense() if h.is_sparse else h
 
         if isinstance(rsp, FullDetectorResponse):
@@ -195,11 +207,12 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
             new._image_response = rsp.to_image_response()
             new._owns_response = True  # made here: the forward model may keep its memory
         else:
-            new._image_response = as_histogram(rsp)
+            new._image_response = _histogram(rsp, f"dataset {name!r}: rsp")
         if coordsys_conv_matrix is not None:
             ccm = coordsys_conv_matrix
             if not isinstance(ccm, CoordsysConversionMatrix):
-                ccm = CoordsysConversionMatrix.from_histogram(as_histogram(ccm))
+                ccm = CoordsysConversionMatrix.from_histogram(
+                    _histogram(ccm, f"dataset {name!r}: coordsys_conv_matrix"))
             new._coordsys_conv_matrix = ccm
         new._check_axes()
         new._build(dtype)
@@ -208,7 +221,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
     def _check_axes(self) -> None:
         ev, rsp, ccm = self._event, self._image_response, self._coordsys_conv_matrix
         name = self.name
-        rsp_labels = tuple(rsp.axes.labels)
+        rsp_labels = tuple(rsp.axes.labels.tolist())
         if rsp_labels[:5] != ("NuLambda", "Ei", "Em", "Phi", "PsiChi") or len(rsp_labels) != 5:
             raise DataError(
                 f"dataset {name!r}: the response has axes {list(rsp_labels)}; expected "
@@ -219,20 +232,20 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
             data_labels = DATA_AXES_GALACTIC
         else:
             data_labels = (ccm.binning_method, *DATA_AXES_GALACTIC)
-        if tuple(ev.axes.labels) != data_labels:
+        if tuple(ev.axes.labels.tolist()) != data_labels:
             hint = ""
             if ccm is None and set(data_labels) <= set(ev.axes.labels):
                 hint = f" Project it first: event.project({list(data_labels)})."
             raise DataError(
-                f"dataset {name!r}: the event histogram has axes {list(ev.axes.labels)}; "
+                f"dataset {name!r}: the event histogram has axes {ev.axes.labels.tolist()}; "
                 f"expected {list(data_labels)}" + (" (spacecraft frame, from the CCM)"
                                                    if ccm is not None else
                                                    " (galactic data space, no CCM)") + "." + hint
             )
         for key, bkg in self._bkg_models.items():
-            if tuple(bkg.axes.labels) != data_labels:
+            if tuple(bkg.axes.labels.tolist()) != data_labels:
                 raise DataError(f"dataset {name!r}: background {key!r} has axes "
-                                f"{list(bkg.axes.labels)}; expected {list(data_labels)}.")
+                                f"{bkg.axes.labels.tolist()}; expected {list(data_labels)}.")
             for label in data_labels:
                 _check_axis(ev.axes[label], bkg.axes[label], "event histogram",
                             f"background {key!r}")
@@ -253,7 +266,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         lb_axis.label = "lb"
         if ccm is None and getattr(lb_axis, "coordsys", None) is None:
             lb_axis.coordsys = "galactic"
-        self._model_axes = Axes([lb_axis, rsp.axes["Ei"].copy()])
+        self._model_axes = Axes([lb_axis, rsp.axes["Ei"].copy()], copy_axes=False)
         counts = _values(self._event)
         keys = self.keys_bkg_models()
         bkgs = [_values(self._bkg_models[k]) for k in keys]
@@ -279,9 +292,10 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         # so that the (possibly multi-GB) contents are not held twice.
         self._response_axes = rsp.axes
         self._image_response = None
-        s = np.asarray(fm.exposure(self._forward))
+        s = np.array(fm.exposure(self._forward))
         exp_unit = expected * u.sr * (u.s if ccm is not None else 1)  # CCM dwell times are in s
-        self._exposure_map = Histogram(self._model_axes, contents=s, unit=exp_unit)
+        self._exposure_map = Histogram(self._model_axes, contents=s, unit=exp_unit,
+                                       copy_contents=False)
 
     # ------------------------------------------------------------------ forward model access
     @property
@@ -295,19 +309,19 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         return dataclasses.replace(self._forward, bkg_index=idx)
 
     def _model_values(self, model) -> jnp.ndarray:
-        h = as_histogram(model)
-        if tuple(h.axes.nbins) != tuple(self._model_axes.nbins):
-            raise DataError(f"dataset {self.name!r}: model has shape {tuple(h.axes.nbins)}; "
-                            f"expected {tuple(self._model_axes.nbins)} (axes "
+        h = _histogram(model, f"dataset {self.name!r}: model")
+        if h.axes.shape != self._model_axes.shape:
+            raise DataError(f"dataset {self.name!r}: model has shape {h.axes.shape}; "
+                            f"expected {self._model_axes.shape} (axes "
                             f"{list(self._model_axes.labels)}).")
         unit = u.Unit("cm-2 s-1 sr-1") if h.unit is not None else None
         return jnp.asarray(_values(h, unit), dtype=self._forward.counts.dtype)
 
     def _data_values(self, h) -> jnp.ndarray:
-        h = as_histogram(h)
-        if tuple(h.axes.nbins) != tuple(self._data_axes.nbins):
+        h = _histogram(h, f"dataset {self.name!r}: data-space histogram")
+        if h.axes.shape != self._data_axes.shape:
             raise DataError(f"dataset {self.name!r}: data-space histogram has shape "
-                            f"{tuple(h.axes.nbins)}; expected {tuple(self._data_axes.nbins)}.")
+                            f"{h.axes.shape}; expected {self._data_axes.shape}.")
         return jnp.asarray(_values(h).reshape(self._forward.counts.shape),
                            dtype=self._forward.counts.dtype)
 
@@ -322,14 +336,16 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         ds = self._forward
         e = fm.expected_counts(ds, self._model_values(model), self._norm_vector(dict_bkg_norm),
                                almost_zero)
-        return Histogram(self._data_axes, contents=np.asarray(e).reshape(self._data_axes.nbins))
+        # a writable array of its own (a JAX result may be a read-only view)
+        return Histogram(self._data_axes, copy_contents=False,
+                         contents=np.array(e).reshape(self._data_axes.shape))
 
     def calc_T_product(self, dataspace_histogram) -> Histogram:  # noqa: N802 (cosipy name)
         """``Aᵀ H``: the back-projection of a data-space histogram onto the model axes."""
-        h = as_histogram(dataspace_histogram)
+        h = _histogram(dataspace_histogram, f"dataset {self.name!r}: dataspace_histogram")
         t = fm.backproject(self._forward, self._data_values(h))
         unit = self._exposure_map.unit * (h.unit if h.unit is not None else 1)
-        return Histogram(self._model_axes, contents=np.asarray(t), unit=unit)
+        return Histogram(self._model_axes, contents=np.array(t), unit=unit, copy_contents=False)
 
     def calc_bkg_model_product(self, key, dataspace_histogram) -> float:
         """``Σ_i B_key,i H_i``."""

@@ -31,11 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from histpy import Histogram
 from tqdm.auto import tqdm
 
 from ..config import Parameters, validate_run_parameters
 from ..errors import DataError, FileFormatError, ParameterError
-from ..histogram import as_histogram
 from .allsky_image import AllSkyImageModel
 from .map_gradient import MAPGradient
 from .map_richardson_lucy import MAP_RichardsonLucy
@@ -78,7 +78,11 @@ class ImageDeconvolution:
 
     def set_mask(self, mask) -> None:
         """Set a boolean mask histogram on the model axes (True = free pixel)."""
-        self._mask = None if mask is None else as_histogram(mask)
+        if mask is not None and not isinstance(mask, Histogram):
+            raise DataError(f"set_mask: expected a histpy Histogram of bool on the model axes "
+                            f"(True = free pixel), got a {type(mask).__name__}; build it as "
+                            "Histogram(model.axes, contents=np.ones(shape, bool))")
+        self._mask = mask
 
     def read_parameterfile(self, parameter_filepath) -> None:
         """Read a YAML parameter file (cosipy's layout; validated at :meth:`initialize`)."""
@@ -144,12 +148,12 @@ class ImageDeconvolution:
         model = cls.instantiate_from_parameters(p["model_definition:property"])
         model.set_values_from_parameters(p["model_definition:initialization"])
         axes = self._dataset[0].model_axes
-        if tuple(axes.nbins) != tuple(model.axes.nbins):
+        if axes.shape != model.axes.shape:
             data_nside = getattr(axes[0], "nside", None)
             raise DataError(
-                f"model_definition:property gives a model of shape {tuple(model.axes.nbins)} "
-                f"(NSIDE {model.axes[0].nside}) but the data need {tuple(axes.nbins)} (axes "
-                f"{list(axes.labels)}, NSIDE {data_nside} from the "
+                f"model_definition:property gives a model of shape {model.axes.shape} "
+                f"(NSIDE {model.axes[0].nside}) but the data need {axes.shape} (axes "
+                f"{axes.labels.tolist()}, NSIDE {data_nside} from the "
                 f"{'coordinate-conversion matrix' if data_nside else 'response'}); set nside "
                 "and energy_edges to those of the data.")
         edges_model = np.asarray(model.axes[1].edges.value)

@@ -14,11 +14,11 @@ from pathlib import Path
 import astropy.units as u
 import jax.numpy as jnp
 import numpy as np
+from histpy import Histogram
 
 from ..algorithms import em
 from ..algorithms.accelerate import REGISTRY, resolve_accelerator
 from ..errors import DataError
-from ..histogram import Histogram
 from ..io.results import save_histogram_series, save_scalar_tables
 from .algorithm_base import DeconvolutionAlgorithmBase
 
@@ -53,7 +53,7 @@ class _EMShell(DeconvolutionAlgorithmBase):
                             acceleration=self.acceleration_algorithm if self.do_acceleration
                             else "none",
                             optimize_bkg=self.do_bkg_norm_optimization,
-                            nest=bool(getattr(self.initial_model.axes[0], "nest", False)))
+                            nest=bool(getattr(self.initial_model.axes[0], "is_nested", False)))
 
     def _build_step(self, options):
         return em.build_step(options)

@@ -10,7 +10,7 @@ Examples
 --------
 >>> from probdeconv.simulate import simulate, load_simulation
 >>> sim = simulate(sky="bulge511", nside=8, seed=0, out="sim/")      # doctest: +SKIP
->>> sim.paths["response"], sim.event.axes.labels                      # doctest: +SKIP
+>>> sim.paths["response"], sim.event.axes.labels.tolist()             # doctest: +SKIP
 >>> data = load_simulation("sim/").dataif("511keV")                   # doctest: +SKIP
 """
 

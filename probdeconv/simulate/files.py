@@ -30,11 +30,11 @@ import astropy.units as u
 import h5py
 import numpy as np
 import yaml
+from histpy import HealpixAxis, Histogram
 
 from probdeconv.errors import DataError, FileFormatError
-from probdeconv.histogram import HealpixAxis, Histogram
 from probdeconv.io.atomic import atomic_target
-from probdeconv.shell.response import IMAGE_RESPONSE_AXES
+from probdeconv.io.drm import IMAGE_RESPONSE_AXES
 
 __all__ = ["write_full_detector_response", "write_yaml", "read_yaml"]
 
@@ -81,7 +81,7 @@ def write_full_detector_response(response: Histogram, path: str | os.PathLike,
     >>> write_full_detector_response(build_response(SimulationConfig(nside=1)),
     ...                              "rsp.h5")                      # doctest: +SKIP
     """
-    labels = tuple(response.axes.labels)
+    labels = tuple(response.axes.labels.tolist())
     if labels != IMAGE_RESPONSE_AXES:
         raise DataError(f"response axes {list(labels)}: a full detector response written "
                         f"here needs exactly {list(IMAGE_RESPONSE_AXES)}.")
@@ -109,7 +109,7 @@ def write_full_detector_response(response: Histogram, path: str | os.PathLike,
                     ds.attrs["NSIDE"] = np.int64(axis.nside)
                     ds.attrs["SCHEME"] = "ring" if axis.scheme == "RING" else "nested"
                 else:
-                    ds.attrs["TYPE"] = axis.scale
+                    ds.attrs["TYPE"] = axis.axis_scale
                     if axis.unit is not None:
                         ds.attrs["UNIT"] = str(axis.unit)
             drm.create_dataset("CONTENTS", data=values, chunks=(1, *values.shape[1:]),

@@ -34,9 +34,10 @@ import healpy as hp
 import jax
 import jax.numpy as jnp
 import numpy as np
+from histpy import Axes, Axis, HealpixAxis, Histogram
 from scipy.special import ndtr, roots_legendre
 
-from probdeconv.histogram import Axes, Axis, HealpixAxis, Histogram
+from probdeconv.io.histpy_h5 import SPACECRAFT_FRAME
 
 from .config import SimulationConfig
 
@@ -170,12 +171,13 @@ def energy_dispersion(ei_edges: np.ndarray, em_edges: np.ndarray,
 def response_axes(cfg: SimulationConfig) -> Axes:
     """Axes ``[NuLambda, Ei, Em, Phi, PsiChi]`` of the simulated response."""
     return Axes([
-        HealpixAxis(cfg.nside, "ring", label="NuLambda", coordsys="spacecraftframe"),
+        HealpixAxis(nside=cfg.nside, scheme="ring", label="NuLambda", coordsys=SPACECRAFT_FRAME),
         Axis(np.asarray(cfg.energy_edges) * u.keV, label="Ei", scale="log"),
         Axis(np.asarray(cfg.em_edges) * u.keV, label="Em", scale="log"),
         Axis(np.linspace(0.0, cfg.phi_max, cfg.phi_bins + 1) * u.deg, label="Phi"),
-        HealpixAxis(cfg.data_nside, "ring", label="PsiChi", coordsys="spacecraftframe"),
-    ])
+        HealpixAxis(nside=cfg.data_nside, scheme="ring", label="PsiChi",
+                    coordsys=SPACECRAFT_FRAME),
+    ], copy_axes=False)
 
 
 @functools.lru_cache(maxsize=8)
@@ -245,8 +247,8 @@ def build_response(cfg: SimulationConfig) -> Histogram:
     Examples
     --------
     >>> rsp = build_response(SimulationConfig(nside=1, phi_bins=6))
-    >>> rsp.axes.labels, rsp.unit
-    (('NuLambda', 'Ei', 'Em', 'Phi', 'PsiChi'), Unit("cm2"))
+    >>> rsp.axes.labels.tolist(), rsp.unit
+    (['NuLambda', 'Ei', 'Em', 'Phi', 'PsiChi'], Unit("cm2"))
     """
     axes = response_axes(cfg)
     zenith, _ = hp.pix2ang(cfg.nside, np.arange(axes["NuLambda"].nbins))
@@ -264,4 +266,4 @@ def build_response(cfg: SimulationConfig) -> Histogram:
     logger.info("simulated response %s: %.1f%% of the bins are zero",
                 tuple(contents.shape), 100.0 * (1.0 - np.count_nonzero(contents)
                                                 / contents.size))
-    return Histogram(axes, contents=contents, unit=u.cm**2, copy=False)
+    return Histogram(axes, contents=contents, unit=u.cm**2, copy_contents=False)

@@ -19,8 +19,8 @@ Examples
 --------
 >>> import astropy.units as u
 >>> img = sky_image(preset("points"), nside=4, energy_edges=[509.0, 513.0])
->>> img.axes.labels, img.unit == u.Unit("cm-2 s-1 sr-1")
-(('lb', 'Ei'), True)
+>>> img.axes.labels.tolist(), img.unit == u.Unit("cm-2 s-1 sr-1")
+(['lb', 'Ei'], True)
 """
 
 from __future__ import annotations

@@ -27,9 +27,11 @@ from typing import Any
 import astropy.units as u
 import healpy as hp
 import numpy as np
+import sparse
 from astropy.coordinates import ICRS, Galactic, SkyCoord
+from histpy import Axes, Axis, HealpixAxis
 
-from probdeconv.histogram import Axes, Axis, CooContents, HealpixAxis
+from probdeconv.io.histpy_h5 import SPACECRAFT_FRAME
 from probdeconv.shell.response import CoordsysConversionMatrix
 
 from .config import DAY, SimulationConfig
@@ -166,8 +168,9 @@ def coordsys_conversion_matrix(bins: ScAttBins, nside_model: int,
     >>> cfg = SimulationConfig(n_samples=2000)
     >>> bins = bin_attitudes(survey_attitudes(cfg), 2, 1)
     >>> ccm = coordsys_conversion_matrix(bins, 2, 2)
-    >>> ccm.axes.labels, bool(np.allclose(np.asarray(ccm).sum(axis=(1, 2)), 48 * bins.dwell))
-    (('ScAtt', 'lb', 'NuLambda'), True)
+    >>> per_bin = ccm.contents.sum(axis=(1, 2)).todense()      # sparse contents (COO)
+    >>> ccm.axes.labels.tolist(), bool(np.allclose(per_bin, 48 * bins.dwell))
+    (['ScAtt', 'lb', 'NuLambda'], True)
     """
     n_t, npix = bins.n_bins, hp.nside2npix(nside_model)
     gal = np.array(hp.pix2vec(nside_model, np.arange(npix)))  # [3, lb]
@@ -184,7 +187,9 @@ def coordsys_conversion_matrix(bins: ScAttBins, nside_model: int,
     values = (weights * bins.dwell[t_idx]).ravel()
     keep = values > 0
     axes = Axes([Axis(np.arange(n_t + 1), label="ScAtt"),
-                 HealpixAxis(nside_model, "ring", label="lb", coordsys="galactic"),
-                 HealpixAxis(nside_local, "ring", label="NuLambda", coordsys="spacecraftframe")])
-    contents = CooContents(coords[:, keep], values[keep], axes.nbins)
-    return CoordsysConversionMatrix(axes, contents=contents, unit=u.s, copy=False)
+                 HealpixAxis(nside=nside_model, scheme="ring", label="lb", coordsys="galactic"),
+                 HealpixAxis(nside=nside_local, scheme="ring", label="NuLambda",
+                             coordsys=SPACECRAFT_FRAME)], copy_axes=False)
+    # (bin, model pixel, interpolation weight) rows can share a local pixel: COO sums them
+    contents = sparse.COO(coords[:, keep], values[keep], shape=axes.shape)
+    return CoordsysConversionMatrix(axes, contents=contents, unit=u.s, copy_contents=False)

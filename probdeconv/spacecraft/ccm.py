@@ -21,10 +21,11 @@ from typing import Any
 import astropy.units as u
 import healpy as hp
 import numpy as np
+import sparse
 from astropy.time import Time
+from histpy import Axes, Axis, HealpixAxis, Histogram
 
 from probdeconv.errors import DataError, ParameterError
-from probdeconv.histogram import Axes, Axis, CooContents, HealpixAxis, Histogram
 
 from . import geometry as geo
 from .exposure_table import SpacecraftAttitudeExposureTable, _norm_scheme
@@ -118,7 +119,7 @@ class _BinAccumulator:
 def ccm_contents(row_bin: np.ndarray, matrices: np.ndarray,
                  weights: Callable[[int, int], np.ndarray], n_bins: int,
                  model_axis: HealpixAxis, local_axis: HealpixAxis,
-                 max_pairs: int = MAX_PAIRS) -> CooContents:
+                 max_pairs: int = MAX_PAIRS) -> sparse.COO:
     """Sparse ``[bin, lb, NuLambda]`` dwell times of attitudes (the CCM kernel).
 
     Parameters
@@ -140,7 +141,7 @@ def ccm_contents(row_bin: np.ndarray, matrices: np.ndarray,
     row_bin = np.asarray(row_bin, dtype=np.int64)
     if np.any(np.diff(row_bin) < 0):
         raise DataError("ccm_contents: rows must be sorted by bin")
-    dirs = geo.healpix_directions(model_axis.nside, model_axis.nest)
+    dirs = geo.healpix_directions(model_axis.nside, model_axis.is_nested)
     n_model, n_local = dirs.shape[0], local_axis.npix
     rows = max(1, max_pairs // n_model)
     base = np.arange(n_model, dtype=np.int64) * n_local  # key of (model pixel, local 0)
@@ -158,7 +159,7 @@ def ccm_contents(row_bin: np.ndarray, matrices: np.ndarray,
         theta = np.arctan2(np.sqrt(vx * vx + vy * vy), vz).ravel()
         phi = np.arctan2(vy, vx).ravel()
         del v, vx, vy, vz
-        pix, wt = hp.get_interp_weights(local_axis.nside, theta, phi, nest=local_axis.nest)
+        pix, wt = hp.get_interp_weights(local_axis.nside, theta, phi, nest=local_axis.is_nested)
         # [4, n * P] -> [n, 4, P] so that one row's pairs are contiguous
         keys = (pix.reshape(4, e - s, n_model) + base).transpose(1, 0, 2)
         vals = (wt.reshape(4, e - s, n_model) * w[None]).transpose(1, 0, 2)
@@ -170,7 +171,8 @@ def ccm_contents(row_bin: np.ndarray, matrices: np.ndarray,
     keys, vals = acc.result()
     shape = (int(n_bins), n_model, n_local)
     coords = np.array(np.unravel_index(keys, shape), dtype=np.int64).reshape(3, -1)
-    return CooContents(coords, vals, shape)
+    # keys are sorted and unique (each bin emitted once, in order): no re-sorting
+    return sparse.COO(coords, vals, shape=shape, has_duplicates=False, sorted=True)
 
 
 def _edges_unix(time_intervals: Any) -> np.ndarray:
@@ -229,10 +231,10 @@ def time_binning_ccm(full_detector_response: Any, orientation: SpacecraftFile,
     weights = _row_weights(w_rows, seg if earth_occ else None, model)
     contents = ccm_contents(row_bin, seg.attitude_matrices()[:-1], weights, edges.size - 1,
                             model, local)
-    axes = Axes([Axis(edges, label="Time", unit=u.s), model, local])
+    axes = Axes([Axis(edges, label="Time", unit=u.s), model, local], copy_axes=False)
     logger.info("time-binning CCM: %d bins, %d intervals, %d non-zero entries", edges.size - 1,
                 row_bin.size, contents.nnz)
-    return Histogram(axes, contents=contents, unit=u.s, copy=False)
+    return Histogram(axes, contents=contents, unit=u.s, copy_contents=False)
 
 
 def _row_weights(w_rows: np.ndarray, ori: SpacecraftFile | None,
@@ -245,7 +247,7 @@ def _row_weights(w_rows: np.ndarray, ori: SpacecraftFile | None,
     cols = ori.lonlat()
     zen = geo.lonlat_to_vec(cols["earth_l"], cols["earth_b"])
     alt = cols["altitude"]
-    dirs = geo.healpix_directions(model.nside, model.nest)
+    dirs = geo.healpix_directions(model.nside, model.is_nested)
     return lambda s, e: w_rows[s:e, None] * geo.earth_visible(dirs, zen[s:e], alt[s:e])
 
 
@@ -292,7 +294,7 @@ def spacecraft_attitude_binning_ccm(full_detector_response: Any,
     if earth_occ:
         zen = geo.lonlat_to_vec(df.flat("earth_zenith")[:, 0], df.flat("earth_zenith")[:, 1])
         alt = df.flat("altitude")
-        dirs = geo.healpix_directions(model.nside, model.nest)
+        dirs = geo.healpix_directions(model.nside, model.is_nested)
 
         def visible_time(s: int, e: int) -> np.ndarray:
             return dt[s:e, None] * geo.earth_visible(dirs, zen[s:e], alt[s:e])
@@ -312,10 +314,10 @@ def spacecraft_attitude_binning_ccm(full_detector_response: Any,
         mats = geo.attitude_matrices(xp[:, 0], xp[:, 1], zp[:, 0], zp[:, 1])
         weights = visible_time if earth_occ else (lambda s, e: dt[s:e])
         contents = ccm_contents(pointing_bin, mats, weights, n_bins, model, local)
-    axes = Axes([Axis(np.arange(n_bins + 1), label="ScAtt"), model, local])
+    axes = Axes([Axis(np.arange(n_bins + 1), label="ScAtt"), model, local], copy_axes=False)
     logger.info("ScAtt CCM: %d bins, %d pointings, averaged=%s, %d non-zero entries", n_bins,
                 pointing_bin.size, use_averaged_pointing, contents.nnz)
-    return Histogram(axes, contents=contents, unit=u.s, copy=False)
+    return Histogram(axes, contents=contents, unit=u.s, copy_contents=False)
 
 
 def visible_time_per_bin(zenith: np.ndarray, limb_cos: np.ndarray, dt: np.ndarray,

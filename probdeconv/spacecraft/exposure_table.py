@@ -25,10 +25,10 @@ from typing import Any
 import astropy.units as u
 import healpy as hp
 import numpy as np
+import sparse
+from histpy import HealpixAxis, Histogram
 
-from probdeconv.axes import normalize_scheme
 from probdeconv.errors import DataError, ParameterError
-from probdeconv.histogram import CooContents, HealpixAxis, Histogram, _coalesce
 from probdeconv.io.exposure_fits import read_exposure_table, write_exposure_table
 
 from . import geometry as geo
@@ -45,8 +45,13 @@ _RAGGED = ("zpointing", "xpointing", "delta_time", "livetime", "earth_zenith", "
 
 
 def _norm_scheme(scheme: Any) -> str:
-    """The table's spelling of a HEALPix scheme: ``'ring'`` or ``'nested'``."""
-    return normalize_scheme(scheme).lower()
+    """The table's spelling of a HEALPix scheme: ``'ring'`` or ``'nested'`` (any case; ``nest``)."""
+    s = str(scheme).strip().lower()
+    if s == "ring":
+        return "ring"
+    if s in ("nest", "nested"):
+        return "nested"
+    raise ParameterError(f"HEALPix scheme {scheme!r} is not 'ring' or 'nested' (any case)")
 
 
 class ExposureTableColumns(Mapping):
@@ -321,13 +326,14 @@ class SpacecraftAttitudeExposureTable:
         scheme), as cosipy's ``map_pointing_zx`` files.
         """
         npix = hp.nside2npix(self.nside)
-        axes = [HealpixAxis(self.nside, self.scheme, label=lab, coordsys="galactic")
-                for lab in ("z", "x")]
-        key = (self.df._bin["healpix_index_z_pointing"] * npix
-               + self.df._bin["healpix_index_x_pointing"])
-        uniq, data = _coalesce(key, self.df._bin["exposure"])
-        coords = np.vstack([uniq // npix, uniq % npix])
-        return Histogram(axes, contents=CooContents(coords, data, (npix, npix)), unit=u.s)
+        axes = [HealpixAxis(nside=self.nside, scheme=self.scheme, label=lab,
+                            coordsys="galactic") for lab in ("z", "x")]
+        coords = np.vstack([self.df._bin["healpix_index_z_pointing"],
+                            self.df._bin["healpix_index_x_pointing"]]).astype(np.int64)
+        # bins sharing a (z, x) pixel pair are summed (COO sums duplicate coordinates)
+        contents = sparse.COO(coords, np.asarray(self.df._bin["exposure"], dtype=np.float64),
+                              shape=(npix, npix))
+        return Histogram(axes, contents=contents, unit=u.s, copy_contents=False)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SpacecraftAttitudeExposureTable):

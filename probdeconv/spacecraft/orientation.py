@@ -17,10 +17,11 @@ import healpy as hp
 import numpy as np
 from astropy.coordinates import SkyCoord, UnitSphericalRepresentation
 from astropy.time import Time
+from histpy import HealpixAxis, Histogram
 from scipy.spatial.transform import Rotation
 
 from probdeconv.errors import DataError
-from probdeconv.histogram import HealpixAxis, Histogram
+from probdeconv.io.histpy_h5 import SPACECRAFT_FRAME
 from probdeconv.io.ori import read_ori, write_ori
 
 from . import geometry as geo
@@ -400,7 +401,7 @@ class SpacecraftFile:
         w = self.interval_weights(use_livetime)
         if earth_occ:
             w = w * self.earth_visible(d)[:-1, 0]
-        pix, wt = hp.get_interp_weights(axis.nside, theta[:, 0], phi[:, 0], nest=axis.nest)
+        pix, wt = hp.get_interp_weights(axis.nside, theta[:, 0], phi[:, 0], nest=axis.is_nested)
         dwell = np.bincount(pix.ravel(), (wt * w[None, :]).ravel(), minlength=axis.npix)
         return Histogram([axis], contents=dwell, unit=u.s)
 
@@ -439,4 +440,4 @@ def _local_axis(response: Any, nside: int | None, scheme: str) -> HealpixAxis:
     if nside is None:
         raise DataError("give nside (and scheme) or a response for the dwell-time map")
     return HealpixAxis(nside=int(nside), scheme=scheme, label="NuLambda",
-                       coordsys="spacecraftframe")
+                       coordsys=SPACECRAFT_FRAME)
