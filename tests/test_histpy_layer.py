@@ -264,3 +264,9 @@ def test_units_survive_the_edges(testdata):
                                same.exposure_map.contents.value, rtol=1e-12)
     assert data.exposure_map.unit == u.cm**2 * u.s * u.sr
 
+
+def test_old_containers_are_gone():
+    root = Path(probdeconv.__file__).parent
+    for name in ("axes.py", "coo.py", "histogram.py", "histogram_arithmetic.py",
+                 "histpy_compat.py"):
+        assert not (root / name).exists(), f"probdeconv/{name} should be gone (histpy instead)"
