@@ -13,6 +13,7 @@ __all__ = [
     "ParameterError",
     "DataError",
     "FileFormatError",
+    "ModelTypeError",
 ]
 
 
@@ -34,3 +35,7 @@ class DataError(ProbdeconvError):
 
 class FileFormatError(ProbdeconvError):
     """A file is missing, truncated, or not in the expected layout."""
+
+
+class ModelTypeError(ProbdeconvError, TypeError):
+    """An object of the wrong class (e.g. a model a prior cannot use); also a ``TypeError``."""

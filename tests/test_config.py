@@ -255,22 +255,45 @@ def test_rlsimple_accepts_stopping_criteria_with_warning(caplog):
 @pytest.mark.parametrize(
     ("algorithm", "parameter", "path", "needle"),
     [
-        ("RL", {"foo": 1}, "deconvolution:parameter:foo", "iteration_max, minimum_flux"),
+        ("RL", {"iteraton_max": 1}, "deconvolution:parameter:iteraton_max",
+         "did you mean 'iteration_max'? Expected one of the valid keys at "
+         "deconvolution:parameter: iteration_max, minimum_flux"),
         ("RL", {"acceleration": {"alpha": 2}}, "deconvolution:parameter:acceleration:alpha",
-         "activate, alpha_max, algorithm"),
-        ("RL", {"smoothing": {"activate": True, "FWHM": {"value": 1, "unit": "deg", "x": 0}}},
-         "deconvolution:parameter:smoothing:FWHM:x", "value, unit"),
-        ("RLsimple", {"acceleration": {"activate": True}}, "deconvolution:parameter:acceleration",
-         "save_results"),
-        ("RL", {"prior": {}}, "deconvolution:parameter:prior", "stopping_criteria"),
-        ("MAP_RL", {"smoothing": {}}, "deconvolution:parameter:smoothing", "prior"),
+         "did you mean 'alpha_max'"),
+        ("RL", {"smoothing": {"activate": True, "FWHM": {"value": 1, "unit": "deg",
+                                                          "units": 0}}},
+         "deconvolution:parameter:smoothing:FWHM:units", "value, unit"),
         ("MAP_RL", {"prior": {"L1": {"coefficient": 1}}}, "deconvolution:parameter:prior:L1",
          "TSV, entropy, gamma"),
     ],
 )
-def test_unknown_keys_at_several_depths(algorithm, parameter, path, needle):
+def test_misspelt_keys_at_several_depths(algorithm, parameter, path, needle):
     msg = error_of(validate_algorithm_parameters, algorithm, parameter)
     assert msg.startswith(f"{path}: unknown key") and needle in msg
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "parameter", "path"),
+    [
+        ("RL", {"foo": 1}, "deconvolution:parameter:foo"),
+        ("RL", {"smoothing": {"activate": True, "FWHM": {"value": 1, "unit": "deg", "x": 0}}},
+         "deconvolution:parameter:smoothing:FWHM:x"),
+        ("RLsimple", {"acceleration": {"activate": True}}, "deconvolution:parameter:acceleration"),
+        ("RLsimple", {"response_weighting": {"activate": True}},
+         "deconvolution:parameter:response_weighting"),
+        ("RL", {"prior": {}}, "deconvolution:parameter:prior"),
+        ("MAP_RL", {"smoothing": {}}, "deconvolution:parameter:smoothing"),
+        ("RLbasic", {"background_normalization_optimization": {"activate": True}},
+         "deconvolution:parameter:background_normalization_optimization"),
+    ],
+)
+def test_keys_cosipy_ignores_are_dropped_with_a_warning(algorithm, parameter, path, caplog):
+    """cosipy reads parameters with .get() and ignores the rest: so does probdeconv, loudly."""
+    with caplog.at_level(logging.WARNING, logger="probdeconv.config"):
+        out = validate_algorithm_parameters(algorithm, parameter)
+    assert f"{path}: not used here" in caplog.text
+    section, _, key = path.removeprefix("deconvolution:parameter:").rpartition(":")
+    assert key not in (Parameters(out)[section] if section else out)
 
 
 @pytest.mark.parametrize(
@@ -286,7 +309,8 @@ def test_unknown_keys_at_several_depths(algorithm, parameter, path, needle):
         ({"acceleration": {"alpha_max": 0.5}}, "acceleration:alpha_max", "number >= 1"),
         ({"acceleration": {"algorithm": "Fast"}}, "acceleration:algorithm",
          "valid choices: classic, MaxStep, LineSearch, SQUAREM"),
-        ({"minimum_flux": {"value": "0"}}, "minimum_flux:value", "a finite number >= 0"),
+        ({"minimum_flux": {"value": "none"}}, "minimum_flux:value", "a finite number >= 0"),
+        ({"minimum_flux": {"value": "-1e-4"}}, "minimum_flux:value", "a finite number >= 0"),
         ({"minimum_flux": {"value": float("nan")}}, "minimum_flux:value", "finite number"),
         ({"minimum_flux": {"unit": "furlongs"}}, "minimum_flux:unit", "astropy unit string"),
         ({"smoothing": {"activate": True}}, "smoothing:FWHM", "missing"),
@@ -391,8 +415,8 @@ def test_algorithm_mapping_chooses_schema():
         ("model_definition:initialization:parameter:value", [1.0], "2 numbers, one per energy bin"),
         ("model_definition:initialization:parameter:value", [1.0, -1.0], ">= 0"),
         ("model_definition:initialization:algorithm", "backprojection", "valid choices: flat"),
-        ("model_definition:property:extra", 1, "unknown key"),
-        ("deconvolution:extra", 1, "valid keys at deconvolution: algorithm, parameter"),
+        ("model_definition:property:nsides", 1, "did you mean 'nside'"),
+        ("deconvolution:paramter", 1, "valid keys at deconvolution: algorithm, parameter"),
         ("deconvolution:parameter", [1], "expected a mapping"),
     ],
 )

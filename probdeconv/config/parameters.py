@@ -37,7 +37,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FLUX_UNIT = "cm-2 s-1 sr-1"
-KNOWN_ALGORITHMS = ("RL", "RLsimple", "MAP_RL", "MAP_gradient")
+KNOWN_ALGORITHMS = ("RL", "RLsimple", "MAP_RL", "MAP_gradient", "RLbasic", "RLadvanced")
 KNOWN_MODEL_CLASSES = ("AllSkyImage",)
 _EXAMPLE = "'deconvolution:parameter:iteration_max = 30'"
 

@@ -4,6 +4,20 @@
 :func:`validate_algorithm_parameters` does the same for one ``deconvolution:parameter``
 tree. Errors name the colon key path, the value, what was expected and the valid choices.
 Both are re-exported by :mod:`probdeconv.config.parameters`.
+
+Files cosipy reads are accepted as cosipy reads them:
+
+- a number written as a YAML string (PyYAML reads ``1e-4``, without a decimal point, as
+  the text ``'1e-4'``) is read as the number, with a warning naming the key;
+- a key that is not used at its place (``response_weighting`` in an ``RLsimple`` file, a
+  key of another cosipy version) is dropped with a warning naming it, as cosipy ignores
+  it; an unknown key that looks like a misspelling of a valid one (``iteraton_max``) is
+  an error that names the valid key;
+- cosipy 0.4's algorithm names ``RLbasic`` (checked as ``RLsimple`` without background
+  fitting) and ``RLadvanced`` (``RL`` with cosipy 0.4's ``acceleration: {activate,
+  algorithm: MaxStep|LineSearch, accel_factor_max}``; ``MaxStep`` is probdeconv's
+  ``classic`` step) are known, and ``accel_factor_max`` is understood wherever
+  ``alpha_max`` is.
 """
 
 from __future__ import annotations
@@ -18,6 +32,12 @@ from typing import Any
 import numpy as np
 
 from probdeconv.algorithms.accelerate import accelerator_names
+from probdeconv.config.cosipy_compat import (
+    accel_bkg_norm_off,
+    acceleration_form,
+    number_in_text,
+    unexpected_key,
+)
 from probdeconv.config.parameters import (
     FLUX_UNIT,
     KNOWN_ALGORITHMS,
@@ -57,19 +77,13 @@ _WHAT = {
     "e.g. {albedo: [0.9, 1.1]}, or nothing for [0.0, 100.0] each",
     "prior": "a mapping of prior name to its settings",
     "mapping": "a mapping",
+    "accel_bkg_norm": "false (or {activate: false})",
 }
 
 
 def _bad(path: str, value: Any, what: str, choices: Iterable[Any] | None = None) -> ParameterError:
     tail = "" if choices is None else "; valid choices: " + ", ".join(map(str, choices))
     return ParameterError(f"{path}: got {show_value(value)}; expected {what}{tail}.")
-
-
-def _unknown_key(path: str, key: Any, value: Any, valid: Iterable[Any]) -> ParameterError:
-    return ParameterError(
-        f"{join_path(path, key)}: unknown key (value {show_value(value)}); expected one of the "
-        f"valid keys at {path or 'the top level'}: {', '.join(map(str, valid))}."
-    )
 
 
 def _what(spec: Any) -> str:
@@ -81,6 +95,8 @@ def _what(spec: Any) -> str:
 def _real(value: Any, path: str, kind: str = "real") -> float:
     if kind == "real|inf" and isinstance(value, str) and value.strip().lower() in _INF_WORDS:
         value = math.inf
+    elif isinstance(value, str):
+        value = number_in_text(value, path)
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
     ok = ok and not math.isnan(value) and (kind == "real|inf" or not math.isinf(value))
     if not ok or value < {"real>=0": 0.0, "real>=1": 1.0}.get(kind, -math.inf) or (
@@ -133,6 +149,9 @@ def _leaf(kind: Any, value: Any, path: str) -> Any:
         return check_prior_section(value, path, keys=MAP_KEYS)
     elif kind == "mapping":
         return as_dict(value, path)
+    elif kind == "accel_bkg_norm":  # cosipy 0.4: bool (MaxStep) or {activate, ...}
+        if accel_bkg_norm_off(value, path):
+            return False
     elif kind == "ignored":
         logger.warning("%s: ignored by RLsimple (it always runs iteration_max iterations)", path)
         return plain_value(value)
@@ -165,7 +184,7 @@ def _check(spec: Any, value: Any, path: str) -> Any:
         raise _bad(path, value, _what(spec))
     for key in value:
         if key not in spec:
-            raise _unknown_key(path, key, value[key], spec)
+            unexpected_key(path, key, value[key], spec, _KNOWN_KEYS)
     out = {}
     for name, (sub_spec, default) in spec.items():
         sub = join_path(path, name)
@@ -188,12 +207,18 @@ _COMMON = {  # key: (spec, default); a spec is a section dict, a _WHAT name or c
 }
 
 
-def _em_filters(algorithm: str) -> dict:
-    """Response weighting and acceleration (the accelerators from the one registry)."""
+def _em_filters(algorithm: str, names: tuple[str, ...] = (), default: str = "classic") -> dict:
+    """Response weighting and acceleration (the accelerators from the one registry).
+
+    ``alpha_max`` (cosipy <= 0.3) and ``accel_factor_max`` (cosipy 0.4) are one setting;
+    ``names`` are accepted besides the registry's (:func:`acceleration_form` maps them).
+    """
     return {
         "response_weighting": ({"activate": _OFF, "index": ("real", 0.5)}, {}),
-        "acceleration": ({"activate": _OFF, "alpha_max": ("real>=1", 1.0),
-                          "algorithm": (accelerator_names(algorithm), "classic")}, {}),
+        "acceleration": ({"activate": _OFF, "alpha_max": ("real>=1", _OMIT),
+                          "accel_factor_max": ("real>=1", _OMIT),
+                          "algorithm": (names + accelerator_names(algorithm), default),
+                          "accel_bkg_norm": ("accel_bkg_norm", _OMIT)}, {}),
     }
 
 
@@ -212,12 +237,15 @@ _SCHEMAS: dict[str, dict] = {
            "smoothing": ({"activate": _OFF, "FWHM": (_FWHM, _OMIT)}, {}),
            "stopping_criteria": ({"statistics": (("log-likelihood",), "log-likelihood"),
                                   "threshold": _THRESHOLD}, {})},
+    # cosipy 0.4: RLbasic = plain EM (no background fitting), RLadvanced = RL
+    "RLbasic": {k: _COMMON[k] for k in ("iteration_max", "minimum_flux", "save_results")},
     "MAP_RL": {**_COMMON, **_em_filters("MAP_RL"), "prior": ("prior", {}),
                "stopping_criteria": ({"statistics": (("log-posterior", "log-likelihood"),
                                                      "log-posterior"),
                                       "threshold": _THRESHOLD}, {})},
     "MAP_gradient": {**_COMMON, "prior": ("prior", {}), "optimizer": (_OPTIMIZER, {})},
 }
+_SCHEMAS["RLadvanced"] = {**_SCHEMAS["RL"], **_em_filters("RL", ("MaxStep",), "MaxStep")}
 _MODEL_PROPERTY = {
     "coordinate": ("str", "galactic"), "nside": ("nside", _REQ),
     "scheme": (("ring", "nested"), "ring"), "unit": ("unit", FLUX_UNIT),
@@ -229,8 +257,27 @@ _MODEL_INIT = {
 }
 
 
+def _known_keys(spec: Any, out: set) -> set:
+    if isinstance(spec, dict):
+        for key, (sub, _) in spec.items():
+            out.add(key)
+            _known_keys(sub, out)
+    return out
+
+
+# every key some schema knows, and cosipy 0.4's LineSearch settings: never taken as typos
+_KNOWN_KEYS = _known_keys({"model_definition": ({"class": (0, 0), "property": (_MODEL_PROPERTY, 0),
+                                                 "initialization": (_MODEL_INIT, 0)}, 0),
+                           "deconvolution": ({"algorithm": (0, 0), "parameter": (0, 0)}, 0),
+                           **{k: (v, 0) for k, v in _SCHEMAS.items()}},
+                          {"independent", "max", "search_method", "grid_n"})
+
+
 def _algorithm_parameters(schema: str, parameter: Any, path: str) -> dict:
     out = _check(_SCHEMAS[schema], as_dict(parameter, path), path)
+    if "acceleration" in out:
+        out["acceleration"] = acceleration_form(schema, out["acceleration"],
+                                               f"{path}:acceleration")
     smoothing = out.get("smoothing", {})
     if smoothing.get("activate") and "FWHM" not in smoothing:
         raise ParameterError(
@@ -336,7 +383,7 @@ def validate_run_parameters(
 
     deconv = data["deconvolution"]
     name = deconv["algorithm"]
-    schema = algos[name] if algos[name] in _SCHEMAS else name
+    schema = name if name in _SCHEMAS else algos[name]  # RLadvanced: its own schema
     if schema in _SCHEMAS:
         deconv["parameter"] = _algorithm_parameters(schema, deconv["parameter"],
                                                     "deconvolution:parameter")

@@ -50,6 +50,7 @@ class DeconvolutionAlgorithmBase(ABC):
     """
 
     algorithm_name: str = ""
+    parameter_schema: str | None = None  # the schema of the parameters; default algorithm_name
 
     def __init__(self, initial_model, dataset, mask, parameter):
         self.initial_model = initial_model
@@ -63,7 +64,11 @@ class DeconvolutionAlgorithmBase(ABC):
         self._check_mask()
         raw = parameter.to_dict() if isinstance(parameter, Parameters) else Parameters(
             parameter).to_dict()
-        self.parameter = Parameters(validate_algorithm_parameters(self.algorithm_name, raw))
+        if self.parameter_schema or self.algorithm_name:
+            raw = validate_algorithm_parameters(self.parameter_schema or self.algorithm_name, raw)
+        else:  # the base class or a user's subclass: no schema, kept as given (as cosipy)
+            logger.debug("%s: no algorithm_name, parameters not validated", type(self).__name__)
+        self.parameter = Parameters(raw)
         self.results: list[dict[str, Any]] = []
         keys: list[str] = []
         for data in self.dataset:
@@ -135,37 +140,61 @@ class DeconvolutionAlgorithmBase(ABC):
                             "Histogram(model.axes, contents=np.ones(shape, bool)).")
 
     # ------------------------------------------------------------------ hooks
+    # Each hook raises NotImplementedError, as cosipy's do: a subclass defines them all.
     @abstractmethod
-    def initialization(self): ...
+    def initialization(self):
+        """Set-up before the first iteration."""
+        raise NotImplementedError
 
     @abstractmethod
-    def pre_processing(self): ...
+    def pre_processing(self):
+        """Work at the start of each iteration."""
+        raise NotImplementedError
 
     @abstractmethod
-    def Estep(self): ...  # noqa: N802 (cosipy name)
+    def Estep(self):  # noqa: N802 (cosipy name)
+        """Expectation step."""
+        raise NotImplementedError
 
     @abstractmethod
-    def Mstep(self): ...  # noqa: N802 (cosipy name)
+    def Mstep(self):  # noqa: N802 (cosipy name)
+        """Maximisation step (the update)."""
+        raise NotImplementedError
+
+    def processing_core(self):
+        """The core of one iteration (cosipy 0.4's hook): :meth:`Estep` then :meth:`Mstep`.
+
+        A cosipy 0.4 style subclass may override it instead of splitting the step.
+        """
+        self.Estep()
+        self.Mstep()
 
     @abstractmethod
-    def post_processing(self): ...
+    def post_processing(self):
+        """Work after the update (filters, the new model)."""
+        raise NotImplementedError
 
     @abstractmethod
-    def register_result(self): ...
+    def register_result(self):
+        """Record this iteration's results in ``self.results``."""
+        raise NotImplementedError
 
     @abstractmethod
-    def check_stopping_criteria(self) -> bool: ...
+    def check_stopping_criteria(self) -> bool:
+        """True when the iterations should stop."""
+        raise NotImplementedError
 
     @abstractmethod
-    def finalization(self): ...
+    def finalization(self):
+        """Work after the last iteration (saving results)."""
+        raise NotImplementedError
 
     def iteration(self) -> bool:
         """Run one iteration through the hooks; True when the run should stop."""
         self.iteration_count += 1
         logger.debug("iteration %d/%d", self.iteration_count, self.iteration_max)
         self.pre_processing()
-        self.Estep()
-        self.Mstep()
+        self.processing_core()
         self.post_processing()
         self.register_result()
         return bool(self.check_stopping_criteria())

@@ -125,17 +125,27 @@ class ImageDeconvolutionDataInterfaceBase(ABC):
         self.bkg_model(key)
         return self._summed_bkg_models[key]
 
+    # The abstract methods raise NotImplementedError, as cosipy's do, so that a subclass
+    # calling super() (or a test clearing __abstractmethods__) fails loudly.
     @abstractmethod
-    def calc_expectation(self, model, dict_bkg_norm=None, almost_zero=1e-12) -> Histogram: ...
+    def calc_expectation(self, model, dict_bkg_norm=None, almost_zero=1e-12) -> Histogram:
+        """Expected counts ``[data axes]`` of ``model`` plus the scaled backgrounds."""
+        raise NotImplementedError
 
     @abstractmethod
-    def calc_T_product(self, dataspace_histogram) -> Histogram: ...
+    def calc_T_product(self, dataspace_histogram) -> Histogram:
+        """Response-transpose product ``Aᵀ h`` (a model-space histogram)."""
+        raise NotImplementedError
 
     @abstractmethod
-    def calc_bkg_model_product(self, key, dataspace_histogram) -> float: ...
+    def calc_bkg_model_product(self, key, dataspace_histogram) -> float:
+        """``Σ bkg_key · h`` over the data space."""
+        raise NotImplementedError
 
     @abstractmethod
-    def calc_log_likelihood(self, expectation) -> float: ...
+    def calc_log_likelihood(self, expectation) -> float:
+        """Poisson log-likelihood of the event histogram given ``expectation``."""
+        raise NotImplementedError
 
     def calc_loglikelihood(self, expectation) -> float:
         """Alias of :meth:`calc_log_likelihood` (older cosipy spelling)."""

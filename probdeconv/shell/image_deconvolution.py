@@ -39,7 +39,12 @@ from ..errors import DataError, FileFormatError, ParameterError
 from .allsky_image import AllSkyImageModel
 from .map_gradient import MAPGradient
 from .map_richardson_lucy import MAP_RichardsonLucy
-from .richardson_lucy import RichardsonLucy, RichardsonLucySimple
+from .richardson_lucy import (
+    RichardsonLucy,
+    RichardsonLucyAdvanced,
+    RichardsonLucyBasic,
+    RichardsonLucySimple,
+)
 
 __all__ = ["ImageDeconvolution"]
 
@@ -51,7 +56,10 @@ class ImageDeconvolution:
 
     model_classes = {"AllSkyImage": AllSkyImageModel}
     deconvolution_algorithm_classes = {"RL": RichardsonLucy, "RLsimple": RichardsonLucySimple,
-                                       "MAP_RL": MAP_RichardsonLucy, "MAP_gradient": MAPGradient}
+                                       "MAP_RL": MAP_RichardsonLucy, "MAP_gradient": MAPGradient,
+                                       # cosipy 0.4's names
+                                       "RLbasic": RichardsonLucyBasic,
+                                       "RLadvanced": RichardsonLucyAdvanced}
 
     def __init__(self):
         self._dataset = None

@@ -22,7 +22,8 @@ from ..errors import DataError
 from ..io.results import save_histogram_series, save_scalar_tables
 from .algorithm_base import DeconvolutionAlgorithmBase
 
-__all__ = ["RichardsonLucySimple", "RichardsonLucy"]
+__all__ = ["RichardsonLucySimple", "RichardsonLucy", "RichardsonLucyBasic",
+           "RichardsonLucyAdvanced"]
 
 logger = logging.getLogger(__name__)
 
@@ -249,3 +250,24 @@ class RichardsonLucy(_EMShell):
                            "reconstruction may be unstable.", self.iteration_count, before - now)
             return False
         return now - before < self.stopping_criteria_threshold
+
+
+class RichardsonLucyBasic(RichardsonLucySimple):
+    """cosipy 0.4's ``RLbasic``: :class:`RichardsonLucySimple` without background fitting.
+
+    Its parameters are ``iteration_max``, ``minimum_flux`` and ``save_results``; other keys
+    are ignored with a warning, as cosipy ignores them.
+    """
+
+    parameter_schema = "RLbasic"
+
+
+class RichardsonLucyAdvanced(RichardsonLucy):
+    """cosipy 0.4's ``RLadvanced``: :class:`RichardsonLucy` with cosipy 0.4's parameters.
+
+    ``acceleration: {activate, algorithm, accel_factor_max}``: ``algorithm: MaxStep``
+    (cosipy's default) is probdeconv's ``classic`` step, ``accel_factor_max`` (default 10)
+    is ``alpha_max``.
+    """
+
+    parameter_schema = "RLadvanced"

@@ -27,9 +27,10 @@ from histpy import Axes, Axis, HealpixAxis, Histogram
 
 from probdeconv.errors import DataError, ParameterError
 
+from . import dwell
 from . import geometry as geo
-from .exposure_table import SpacecraftAttitudeExposureTable, _norm_scheme
-from .orientation import SpacecraftFile, _local_axis
+from .exposure_table import SpacecraftAttitudeExposureTable, table_scheme
+from .orientation import SpacecraftFile
 
 __all__ = ["time_binning_ccm", "spacecraft_attitude_binning_ccm", "ccm_contents",
            "visible_time_per_bin"]
@@ -220,7 +221,7 @@ def time_binning_ccm(full_detector_response: Any, orientation: SpacecraftFile,
     DataError
         Bin edges outside the orientation, or no Earth data with ``earth_occ``.
     """
-    local = _local_axis(full_detector_response, None, "ring")
+    local = dwell.local_axis(full_detector_response, None, "ring")
     model = _model_axis(local.nside if nside_model is None else nside_model,
                         "nested" if is_nest_model else "ring")
     edges = _edges_unix(time_intervals)
@@ -279,10 +280,10 @@ def spacecraft_attitude_binning_ccm(full_detector_response: Any,
     if not isinstance(exposure_table, SpacecraftAttitudeExposureTable):
         raise DataError(f"exposure_table: expected a SpacecraftAttitudeExposureTable, got "
                         f"{type(exposure_table).__name__}")
-    local = _local_axis(full_detector_response, None, "ring")
-    scheme = _norm_scheme(scheme_model or exposure_table.scheme)
+    local = dwell.local_axis(full_detector_response, None, "ring")
+    scheme = table_scheme(scheme_model or exposure_table.scheme)
     model = _model_axis(local.nside if nside_model is None else nside_model, scheme)
-    df = exposure_table.df
+    df = exposure_table.arrays
     n_bins = len(exposure_table)
     off = df.offsets
     pointing_bin = np.repeat(np.arange(n_bins, dtype=np.int64), np.diff(off))

@@ -9,22 +9,24 @@ cosipy, or live times), its exposure (their sum),
 the exposure-weighted mean z- and x-axis (``*_averaged``), and per pointing the Earth
 zenith, altitude and live time at the interval start when the orientation has them.
 
-The columns live in flat arrays (all pointings, sorted by bin) with bin offsets, so an
-orientation of millions of one-second records is binned in seconds.  ``table.df[name]``
-answers cosipy's column names: arrays for per-bin values, lists of arrays for per-pointing
-values.
+The columns live in flat arrays (all pointings, sorted by bin) with bin offsets
+(:class:`~probdeconv.spacecraft.table_columns.ExposureTableColumns`, ``table.arrays``), so
+an orientation of millions of one-second records is binned in seconds.  ``table.df`` is
+the pandas DataFrame of cosipy's columns (what cosipy's table is); ``table[name]`` gives
+arrays for per-bin values and lists of arrays for per-pointing values.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import astropy.units as u
 import healpy as hp
 import numpy as np
+import pandas as pd
 import sparse
 from histpy import HealpixAxis, Histogram
 
@@ -33,19 +35,27 @@ from probdeconv.io.exposure_fits import read_exposure_table, write_exposure_tabl
 
 from . import geometry as geo
 from .orientation import SpacecraftFile
+from .table_columns import PER_BIN, PER_POINTING, ExposureTableColumns
 
-__all__ = ["SpacecraftAttitudeExposureTable", "ExposureTableColumns"]
+__all__ = ["SpacecraftAttitudeExposureTable", "ExposureTableColumns", "table_scheme"]
 
 logger = logging.getLogger(__name__)
 
-_PER_BIN = ("scatt_binning_index", "healpix_index_z_pointing", "healpix_index_x_pointing",
-            "zpointing_averaged", "xpointing_averaged", "exposure", "num_pointings",
-            "bkg_group")
-_RAGGED = ("zpointing", "xpointing", "delta_time", "livetime", "earth_zenith", "altitude")
 
+def table_scheme(scheme: Any) -> str:
+    """The table's spelling of a HEALPix scheme: ``'ring'`` or ``'nested'``.
 
-def _norm_scheme(scheme: Any) -> str:
-    """The table's spelling of a HEALPix scheme: ``'ring'`` or ``'nested'`` (any case; ``nest``)."""
+    Any case, and ``'nest'``, are accepted; ``None`` falls back to ``'ring'`` with a
+    warning, as cosipy.
+
+    Examples
+    --------
+    >>> table_scheme("NEST"), table_scheme("Ring")
+    ('nested', 'ring')
+    """
+    if scheme is None:
+        logger.warning("HEALPix scheme None: the exposure table uses 'ring' (as cosipy)")
+        return "ring"
     s = str(scheme).strip().lower()
     if s == "ring":
         return "ring"
@@ -54,122 +64,27 @@ def _norm_scheme(scheme: Any) -> str:
     raise ParameterError(f"HEALPix scheme {scheme!r} is not 'ring' or 'nested' (any case)")
 
 
-class ExposureTableColumns(Mapping):
-    """The columns of an exposure table (a small stand-in for cosipy's DataFrame).
-
-    ``cols[name]`` gives an array for per-bin columns and a list of per-bin arrays for
-    per-pointing columns (``zpointing``, ``xpointing``: ``(n_i, 2)`` [l, b] deg;
-    ``delta_time``, ``livetime``: s; ``earth_zenith``; ``altitude``: km).
-    ``healpix_index`` gives the list of ``(z, x)`` pixel pairs.
-    """
-
-    def __init__(self, per_bin: dict[str, np.ndarray], flat: dict[str, np.ndarray | None],
-                 offsets: np.ndarray) -> None:
-        self._bin = per_bin
-        self._flat = flat
-        self._off = np.asarray(offsets, dtype=np.int64)
-
-    @classmethod
-    def from_lists(cls, c: Mapping[str, Any]) -> ExposureTableColumns:
-        """Build from cosipy-style columns (ragged columns as lists of arrays)."""
-        n = len(c["exposure"])
-        counts = np.array([len(np.atleast_1d(v)) for v in c["delta_time"]], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        if "healpix_index" in c and "healpix_index_z_pointing" not in c:
-            hz, hx = (np.array([p[k] for p in c["healpix_index"]]) for k in (0, 1))
-        else:
-            hz, hx = c["healpix_index_z_pointing"], c["healpix_index_x_pointing"]
-        per_bin = dict(
-            scatt_binning_index=np.asarray(c.get("scatt_binning_index", np.arange(n)),
-                                           dtype=np.int64),
-            healpix_index_z_pointing=np.asarray(hz, dtype=np.int64),
-            healpix_index_x_pointing=np.asarray(hx, dtype=np.int64),
-            zpointing_averaged=np.asarray(c["zpointing_averaged"], dtype=np.float64
-                                          ).reshape(n, 2),
-            xpointing_averaged=np.asarray(c["xpointing_averaged"], dtype=np.float64
-                                          ).reshape(n, 2),
-            exposure=np.asarray(c["exposure"], dtype=np.float64),
-            num_pointings=np.asarray(c.get("num_pointings", counts), dtype=np.int64),
-            bkg_group=np.asarray(c.get("bkg_group", np.zeros(n)), dtype=np.int64))
-        flat: dict[str, np.ndarray | None] = {}
-        for name in _RAGGED:
-            parts = c.get(name)
-            if parts is None:
-                flat[name] = None
-                continue
-            width = 2 if name in ("zpointing", "xpointing", "earth_zenith") else 1
-            arr = [np.asarray(p, dtype=np.float64).reshape(-1, width) for p in parts]
-            if [len(a) for a in arr] != counts.tolist():
-                raise DataError(f"exposure table column {name!r}: per-bin lengths "
-                                f"{[len(a) for a in arr][:8]} differ from delta_time's "
-                                f"{counts.tolist()[:8]}")
-            joined = np.concatenate(arr) if arr else np.zeros((0, width))
-            flat[name] = joined if width == 2 else joined[:, 0]
-        return cls(per_bin, flat, offsets)
-
-    def __len__(self) -> int:
-        return len(self.keys())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
-
-    def keys(self) -> list[str]:  # type: ignore[override]
-        names = ["scatt_binning_index", "healpix_index", "healpix_index_z_pointing",
-                 "healpix_index_x_pointing", "zpointing", "xpointing", "zpointing_averaged",
-                 "xpointing_averaged", "delta_time", "exposure", "num_pointings", "bkg_group"]
-        names += [k for k in ("livetime", "earth_zenith", "altitude")
-                  if self._flat[k] is not None]
-        if self._flat["livetime"] is not None:
-            names.append("total_livetime")
-        return names
-
-    @property
-    def nbins(self) -> int:
-        return int(self._off.size - 1)
-
-    def __getitem__(self, name: str) -> Any:
-        if name in self._bin:
-            return self._bin[name].copy()
-        if name == "healpix_index":
-            return list(zip(self._bin["healpix_index_z_pointing"].tolist(),
-                            self._bin["healpix_index_x_pointing"].tolist()))
-        if name == "total_livetime" and self._flat.get("livetime") is not None:
-            return np.add.reduceat(self._flat["livetime"], self._off[:-1]) if self.nbins \
-                else np.zeros(0)
-        if name in self._flat and self._flat[name] is not None:
-            return np.split(self._flat[name].copy(), self._off[1:-1])
-        raise KeyError(f"exposure table has no column {name!r}; columns: {self.keys()}")
-
-    def flat(self, name: str) -> np.ndarray | None:
-        """All pointings' values of a per-pointing column, sorted by bin (no copy)."""
-        return self._flat[name]
-
-    @property
-    def offsets(self) -> np.ndarray:
-        """Start of each bin in the flat per-pointing arrays (length ``nbins + 1``)."""
-        return self._off.copy()
-
-    def select(self, keep: np.ndarray) -> ExposureTableColumns:
-        """The bins where ``keep`` is True, renumbered from 0."""
-        keep = np.asarray(keep, dtype=bool)
-        counts = np.diff(self._off)[keep]
-        rows = np.repeat(keep, np.diff(self._off))
-        per_bin = {k: v[keep] for k, v in self._bin.items()}
-        per_bin["scatt_binning_index"] = np.arange(int(keep.sum()), dtype=np.int64)
-        flat = {k: None if v is None else v[rows] for k, v in self._flat.items()}
-        return ExposureTableColumns(per_bin, flat, np.concatenate([[0], np.cumsum(counts)]))
-
-
 class SpacecraftAttitudeExposureTable:
     """Exposure time per spacecraft attitude (ScAtt) bin, cosipy's exposure table.
 
     Parameters
     ----------
-    df : ExposureTableColumns or Mapping
-        Columns as returned by :meth:`analyze_orientation` or cosipy-style lists.
+    df : pandas.DataFrame, ExposureTableColumns or Mapping
+        Columns as returned by :meth:`analyze_orientation` (cosipy's DataFrame layout).
     nside : int
         HEALPix NSIDE of the ScAtt binning.
     scheme : {'ring', 'nested'}
+        ``None`` means ``'ring'`` (with a warning), as cosipy.
+
+    Attributes
+    ----------
+    df : pandas.DataFrame
+        cosipy's columns, one row per ScAtt bin (built on first use from ``arrays``; a
+        snapshot: changing it does not change the table).
+    arrays : ExposureTableColumns
+        The same columns as flat arrays (what probdeconv computes with).
+    nside : int
+    scheme : str
 
     Examples
     --------
@@ -181,10 +96,16 @@ class SpacecraftAttitudeExposureTable:
     binning_method = "ScAtt"
     binning_index_name = "scatt_binning_index"
 
-    def __init__(self, df: Mapping, nside: int, scheme: str = "ring") -> None:
-        self.df = df if isinstance(df, ExposureTableColumns) else \
+    def __init__(self, df: pd.DataFrame | Mapping, nside: int, scheme: str | None = "ring"
+                 ) -> None:
+        if df is None:
+            raise DataError("exposure table: no columns (None). analyze_orientation returns "
+                            "None when only one of start and stop is given; give both, or "
+                            "use from_orientation")
+        self.arrays = df if isinstance(df, ExposureTableColumns) else \
             ExposureTableColumns.from_lists(df)
-        self.scheme = _norm_scheme(scheme)
+        self._df: pd.DataFrame | None = None
+        self.scheme = table_scheme(scheme)
         if not hp.isnsideok(int(nside), nest=self.scheme == "nested"):
             raise ParameterError(f"exposure table nside={nside} is not a valid HEALPix NSIDE "
                                  f"for scheme {self.scheme!r}")
@@ -197,17 +118,48 @@ class SpacecraftAttitudeExposureTable:
                          min_num_pointings: int | None = None, *,
                          use_livetime: bool = False) -> SpacecraftAttitudeExposureTable:
         """Bin an orientation into ScAtt bins (see :meth:`analyze_orientation`)."""
-        df = cls.analyze_orientation(orientation, nside, scheme, start, stop, min_exposure,
-                                     min_num_pointings, use_livetime=use_livetime)
-        return cls(df, nside, scheme)
+        scheme = table_scheme(scheme)
+        cols = cls.orientation_columns(orientation, nside, scheme, start, stop, min_exposure,
+                                       min_num_pointings, use_livetime=use_livetime)
+        return cls(cols, nside, scheme)
 
     @classmethod
     def analyze_orientation(cls, orientation: SpacecraftFile, nside: int, scheme: str = "ring",
                             start: Any = None, stop: Any = None,
                             min_exposure: float | None = None,
                             min_num_pointings: int | None = None, *,
+                            use_livetime: bool = False) -> pd.DataFrame | None:
+        """The exposure table of ``orientation`` as a pandas DataFrame (cosipy's columns).
+
+        Parameters as :meth:`orientation_columns`.  As cosipy, only one of ``start`` and
+        ``stop`` is an error that is logged, and the result is then ``None``
+        (:meth:`from_orientation` completes a one-sided range instead).
+
+        Examples
+        --------
+        >>> ori = SpacecraftFile(np.arange(3.0), [[0, 0]] * 3, [[0, 90]] * 3)
+        >>> df = SpacecraftAttitudeExposureTable.analyze_orientation(ori, nside=1)
+        >>> df["exposure"].round(6).tolist(), df.columns[:2].tolist()
+        ([2.0], ['scatt_binning_index', 'healpix_index'])
+        >>> SpacecraftAttitudeExposureTable.analyze_orientation(ori, 1, start=0.0) is None
+        True
+        """
+        if (start is None) != (stop is None):
+            logger.error("analyze_orientation: please specify the %s time too (cosipy "
+                         "returns None here; from_orientation completes the range)",
+                         "stop" if stop is None else "start")
+            return None
+        return cls.orientation_columns(orientation, nside, table_scheme(scheme), start, stop,
+                                       min_exposure, min_num_pointings,
+                                       use_livetime=use_livetime).to_dataframe()
+
+    @classmethod
+    def orientation_columns(cls, orientation: SpacecraftFile, nside: int,
+                            scheme: str = "ring", start: Any = None, stop: Any = None,
+                            min_exposure: float | None = None,
+                            min_num_pointings: int | None = None, *,
                             use_livetime: bool = False) -> ExposureTableColumns:
-        """The columns of the exposure table of ``orientation``.
+        """The columns of the exposure table of ``orientation`` as flat arrays.
 
         Parameters
         ----------
@@ -235,7 +187,7 @@ class SpacecraftAttitudeExposureTable:
             raise DataError(f"orientation: expected a SpacecraftFile, got "
                             f"{type(orientation).__name__}; read it with "
                             "SpacecraftFile.parse_from_file(path)")
-        scheme = _norm_scheme(scheme)
+        scheme = table_scheme(scheme)
         nest = scheme == "nested"
         if not hp.isnsideok(int(nside), nest=nest):
             raise ParameterError(f"nside={nside} is not a valid HEALPix NSIDE for {scheme!r}")
@@ -302,22 +254,38 @@ class SpacecraftAttitudeExposureTable:
 
     def save_as_fits(self, filename: str | os.PathLike, overwrite: bool = False) -> None:
         """Write the table in cosipy's FITS layout (atomically)."""
-        d = self.df
-        c = {k: d[k] for k in _PER_BIN}
-        for k in _RAGGED:
+        d = self.arrays
+        c = {k: d[k] for k in PER_BIN}
+        for k in PER_POINTING:
             c[k] = d[k] if d.flat(k) is not None else None
         write_exposure_table(filename, c, self.nside, self.scheme, overwrite=overwrite)
 
     # ------------------------------------------------------------------- views
+    @property
+    def df(self) -> pd.DataFrame:
+        """cosipy's table: a pandas DataFrame, one row per ScAtt bin (built once)."""
+        if self._df is None:
+            self._df = self.arrays.to_dataframe()
+        return self._df
+
+    def iterrows(self):
+        """Rows of :attr:`df` as ``(index, Series)``, as cosipy's DataFrame table."""
+        return self.df.iterrows()
+
+    @property
+    def iloc(self):
+        """Positional row access to :attr:`df`, as cosipy's DataFrame table."""
+        return self.df.iloc
+
     def __len__(self) -> int:
-        return self.df.nbins
+        return self.arrays.nbins
 
     def __getitem__(self, name: str) -> Any:
-        return self.df[name]
+        return self.arrays[name]
 
     @property
     def columns(self) -> list[str]:
-        return self.df.keys()
+        return self.arrays.keys()
 
     def calc_pointing_trajectory_map(self) -> Histogram:
         """Exposure per (z-pointing pixel, x-pointing pixel): a sparse Histogram in s.
@@ -328,10 +296,11 @@ class SpacecraftAttitudeExposureTable:
         npix = hp.nside2npix(self.nside)
         axes = [HealpixAxis(nside=self.nside, scheme=self.scheme, label=lab,
                             coordsys="galactic") for lab in ("z", "x")]
-        coords = np.vstack([self.df._bin["healpix_index_z_pointing"],
-                            self.df._bin["healpix_index_x_pointing"]]).astype(np.int64)
+        cols = self.arrays
+        coords = np.vstack([cols["healpix_index_z_pointing"],
+                            cols["healpix_index_x_pointing"]]).astype(np.int64)
         # bins sharing a (z, x) pixel pair are summed (COO sums duplicate coordinates)
-        contents = sparse.COO(coords, np.asarray(self.df._bin["exposure"], dtype=np.float64),
+        contents = sparse.COO(coords, np.asarray(cols["exposure"], dtype=np.float64),
                               shape=(npix, npix))
         return Histogram(axes, contents=contents, unit=u.s, copy_contents=False)
 
@@ -340,10 +309,10 @@ class SpacecraftAttitudeExposureTable:
             return NotImplemented
         if (self.nside, self.scheme, len(self)) != (other.nside, other.scheme, len(other)):
             return False
-        a, b = self.df, other.df
-        if not np.array_equal(a._off, b._off):
+        a, b = self.arrays, other.arrays
+        if not np.array_equal(a.offsets, b.offsets):
             return False
-        if any(not np.array_equal(a._bin[k], b._bin[k]) for k in a._bin):
+        if any(not np.array_equal(a[k], b[k]) for k in PER_BIN):
             return False
         for k in ("zpointing", "xpointing", "delta_time"):
             if not np.array_equal(a.flat(k), b.flat(k)):
@@ -354,7 +323,7 @@ class SpacecraftAttitudeExposureTable:
 
     def __repr__(self) -> str:
         return (f"SpacecraftAttitudeExposureTable({len(self)} ScAtt bins, nside={self.nside}, "
-                f"scheme={self.scheme!r}, exposure {self.df._bin['exposure'].sum():.6g} s)")
+                f"scheme={self.scheme!r}, exposure {self.arrays['exposure'].sum():.6g} s)")
 
 
 def _group_by_first_appearance(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

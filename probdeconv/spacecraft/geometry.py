@@ -24,6 +24,7 @@ import logging
 
 import healpy as hp
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 __all__ = [
     "EARTH_RADIUS_KM",
@@ -38,6 +39,7 @@ __all__ = [
     "limb_cos",
     "midpoint_lonlat",
     "healpix_directions",
+    "slerp_matrices",
 ]
 
 logger = logging.getLogger(__name__)
@@ -228,3 +230,18 @@ def healpix_directions(nside: int, nest: bool = False) -> np.ndarray:
     """Unit vectors ``(npix, 3)`` of the pixel centres (via lon/lat, as cosipy)."""
     lon, lat = hp.pix2ang(nside, np.arange(hp.nside2npix(nside)), nest=nest, lonlat=True)
     return lonlat_to_vec(lon, lat)
+
+
+def slerp_matrices(m0: np.ndarray, m1: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Spherical linear interpolation between rotation matrices, fraction ``f``."""
+    q0 = Rotation.from_matrix(m0).as_quat()
+    q1 = Rotation.from_matrix(m1).as_quat()
+    dot = np.sum(q0 * q1, axis=-1)
+    q1 = np.where(dot[:, None] < 0, -q1, q1)
+    dot = np.abs(dot)
+    theta = np.arccos(np.clip(dot, -1.0, 1.0))
+    small = theta < 1e-9
+    s = np.where(small, 1.0, np.sin(theta))
+    w0 = np.where(small, 1 - f, np.sin((1 - f) * theta) / s)
+    w1 = np.where(small, f, np.sin(f * theta) / s)
+    return Rotation.from_quat(w0[:, None] * q0 + w1[:, None] * q1).as_matrix()

@@ -13,18 +13,16 @@ import os
 from typing import Any
 
 import astropy.units as u
-import healpy as hp
 import numpy as np
-from astropy.coordinates import SkyCoord, UnitSphericalRepresentation
+from astropy.coordinates import SkyCoord
 from astropy.time import Time
-from histpy import HealpixAxis, Histogram
 from scipy.spatial.transform import Rotation
 
 from probdeconv.errors import DataError
-from probdeconv.io.histpy_h5 import SPACECRAFT_FRAME
 from probdeconv.io.ori import read_ori, write_ori
 
 from . import geometry as geo
+from .dwell import SourceViews
 
 __all__ = ["SpacecraftFile"]
 
@@ -70,7 +68,7 @@ def _lonlat(p: Any, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
 
 
-class SpacecraftFile:
+class SpacecraftFile(SourceViews):
     """Orientation history of the spacecraft (what cosipy reads from an ``.ori`` file).
 
     Parameters
@@ -86,6 +84,13 @@ class SpacecraftFile:
     livetime : Quantity or array_like, optional
         Live time of each interval (N - 1 values, or N with the last ignored), in s;
         default the interval durations.
+
+    Notes
+    -----
+    The source-centred methods (``get_target_in_sc_frame``, ``get_dwell_map``) come from
+    :class:`probdeconv.spacecraft.dwell.SourceViews`.  cosipy's private columns
+    ``_load_time``, ``_x_direction`` and ``_z_direction``, which cosipy's own tests read,
+    are read-only views here.
 
     Examples
     --------
@@ -171,9 +176,22 @@ class SpacecraftFile:
     @property
     def time_unix(self) -> np.ndarray:
         """Time stamps, Unix seconds (read-only view)."""
-        v = self._t.view()
-        v.flags.writeable = False
-        return v
+        return _read_only(self._t.view())
+
+    @property
+    def _load_time(self) -> np.ndarray:
+        """Time stamps, Unix seconds (cosipy's column name; read-only)."""
+        return self.time_unix
+
+    @property
+    def _x_direction(self) -> np.ndarray:
+        """``(N, 2)`` [l, b] of the x axis in degrees (cosipy's column name; read-only)."""
+        return _read_only(np.column_stack([self._xl, self._xb]))
+
+    @property
+    def _z_direction(self) -> np.ndarray:
+        """``(N, 2)`` [l, b] of the z axis in degrees (cosipy's column name; read-only)."""
+        return _read_only(np.column_stack([self._zl, self._zb]))
 
     def get_time(self) -> Time:
         """Time stamps as :class:`astropy.time.Time` (format ``unix``)."""
@@ -306,7 +324,7 @@ class SpacecraftFile:
         matrices = None
         if np.any(interp):
             j, f = i[interp], frac[interp]
-            m = _slerp_rotations(self.attitude_matrices()[j], self.attitude_matrices()[j + 1], f)
+            m = geo.slerp_matrices(self.attitude_matrices()[j], self.attitude_matrices()[j + 1], f)
             xl[interp], xb[interp], zl[interp], zb[interp] = geo.matrix_axes_lonlat(m)
         if self._matrices is not None:  # reuse the attitudes already computed
             matrices = self._matrices[src]
@@ -366,45 +384,6 @@ class SpacecraftFile:
                             "earth_occ=False")
         return geo.earth_visible(directions, geo.lonlat_to_vec(self._el, self._eb), self._alt)
 
-    def get_target_in_sc_frame(self, target_coord: SkyCoord) -> UnitSphericalRepresentation:
-        """Direction of a fixed source in the spacecraft frame at every stamp."""
-        g = target_coord.transform_to("galactic")
-        d = geo.lonlat_to_vec(np.atleast_1d(g.l.deg), np.atleast_1d(g.b.deg))[:1]
-        theta, phi = geo.local_angles(self.attitude_matrices(), d)
-        return UnitSphericalRepresentation(lon=np.rad2deg(phi[:, 0]) * u.deg,
-                                           lat=(90 - np.rad2deg(theta[:, 0])) * u.deg)
-
-    def get_dwell_map(self, target_coord: SkyCoord, nside: int | None = None,
-                      scheme: str = "ring", *, response: Any = None, earth_occ: bool = False,
-                      use_livetime: bool = False) -> Histogram:
-        """Dwell time of a fixed source over the spacecraft-frame sky (HEALPix map, s).
-
-        Each interval's duration (or live time) is spread over the four pixels nearest to
-        the source direction at the interval start (bilinear weights), as in cosipy.
-
-        Parameters
-        ----------
-        target_coord : SkyCoord
-            The source.
-        nside, scheme : int, str
-            Map resolution; or give ``response`` (its ``NuLambda`` axis is used).
-        response : FullDetectorResponse or HealpixAxis, optional
-        earth_occ : bool
-            Drop intervals that start with the source below the Earth limb.
-        use_livetime : bool
-            Weight by live time instead of duration.
-        """
-        axis = _local_axis(response, nside, scheme)
-        g = target_coord.transform_to("galactic")
-        d = geo.lonlat_to_vec(np.atleast_1d(g.l.deg), np.atleast_1d(g.b.deg))[:1]
-        theta, phi = geo.local_angles(self.attitude_matrices()[:-1], d)
-        w = self.interval_weights(use_livetime)
-        if earth_occ:
-            w = w * self.earth_visible(d)[:-1, 0]
-        pix, wt = hp.get_interp_weights(axis.nside, theta[:, 0], phi[:, 0], nest=axis.is_nested)
-        dwell = np.bincount(pix.ravel(), (wt * w[None, :]).ravel(), minlength=axis.npix)
-        return Histogram([axis], contents=dwell, unit=u.s)
-
     def __repr__(self) -> str:
         extra = ", with Earth/livetime columns" if self._alt is not None else ""
         return (f"SpacecraftFile({self.npoints} stamps, {float(self._t[0])!r} to "
@@ -412,32 +391,6 @@ class SpacecraftFile:
                 f"Unix s{extra})")
 
 
-def _slerp_rotations(m0: np.ndarray, m1: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Spherical linear interpolation between rotation matrices, fraction ``f``."""
-    q0 = Rotation.from_matrix(m0).as_quat()
-    q1 = Rotation.from_matrix(m1).as_quat()
-    dot = np.sum(q0 * q1, axis=-1)
-    q1 = np.where(dot[:, None] < 0, -q1, q1)
-    dot = np.abs(dot)
-    theta = np.arccos(np.clip(dot, -1.0, 1.0))
-    small = theta < 1e-9
-    s = np.where(small, 1.0, np.sin(theta))
-    w0 = np.where(small, 1 - f, np.sin((1 - f) * theta) / s)
-    w1 = np.where(small, f, np.sin(f * theta) / s)
-    return Rotation.from_quat(w0[:, None] * q0 + w1[:, None] * q1).as_matrix()
-
-
-def _local_axis(response: Any, nside: int | None, scheme: str) -> HealpixAxis:
-    """The spacecraft-frame HEALPix axis from a response, an axis, or nside/scheme."""
-    if response is not None:
-        if isinstance(response, HealpixAxis):
-            return response.copy()
-        try:
-            return response.axes["NuLambda"].copy()
-        except (AttributeError, KeyError, TypeError) as err:
-            raise DataError(f"response: expected a FullDetectorResponse (with a 'NuLambda' "
-                            f"axis) or a HealpixAxis, got {type(response).__name__}") from err
-    if nside is None:
-        raise DataError("give nside (and scheme) or a response for the dwell-time map")
-    return HealpixAxis(nside=int(nside), scheme=scheme, label="NuLambda",
-                       coordsys=SPACECRAFT_FRAME)
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
