@@ -353,3 +353,40 @@ def test_prior_base_contract():
         prior.grad_log_prior(np.zeros(2))
     with pytest.raises(ParameterError, match="coefficient: missing"):
         probdeconv.PriorTSV({}, _image(np.ones(12)))
+
+
+# ------------------------------------------------------- C1: FullDetectorResponse members
+@pytest.mark.parametrize("name", ["test_full_detector_response.h5",
+                                  "test_full_detector_response_dense.h5"])
+def test_full_detector_response_filename_ndim_and_pixels(testdata, name):
+    from probdeconv import FullDetectorResponse, Histogram
+
+    path = testdata / name
+    with FullDetectorResponse.open(path) as rsp:
+        assert rsp.filename == path and rsp.ndim == len(rsp.axes.labels)
+        drm = rsp[0]
+        assert isinstance(drm, Histogram) and drm.ndim == rsp.ndim - 1
+        assert drm.axes.labels.tolist() == rsp.axes.labels.tolist()[1:]
+        assert drm.unit.is_equivalent("m2")
+        image = rsp.to_image_response()
+        for ipix in (0, 7, rsp.npix - 1):  # nothing summed: the extra axes sum to the image
+            full = rsp[ipix].to_dense().contents.to_value(rsp.unit)
+            summed = full.sum(axis=tuple(range(4, full.ndim)))
+            np.testing.assert_array_equal(summed, image.contents[ipix].to_value(rsp.unit))
+        for bad in (rsp.npix, -1, 1.0, "0"):
+            with pytest.raises(IndexError, match=r"NuLambda pixel .*expected an integer in"):
+                rsp[bad]
+
+
+def test_version2_response_pixel(testdata, tmp_path):
+    from test_spacecraft import _write_v2
+
+    from probdeconv import FullDetectorResponse
+
+    counts = np.random.default_rng(5).poisson(2.0, (12, 10, 10, 30, 12)).astype(np.uint16)
+    eff_area = np.geomspace(1e-6, 1e-7, 10)
+    _write_v2(tmp_path / "v2.h5", testdata / "test_full_detector_response_dense.h5", counts,
+              eff_area)
+    with FullDetectorResponse.open(tmp_path / "v2.h5") as rsp:
+        np.testing.assert_array_equal(rsp[3].contents.to_value(rsp.unit),
+                                      counts[3] * eff_area[:, None, None, None])

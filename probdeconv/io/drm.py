@@ -24,6 +24,7 @@ from pathlib import Path
 import astropy.units as u
 import h5py
 import numpy as np
+import sparse
 from histpy import Axes, Axis, HealpixAxis, Histogram
 
 from ..errors import FileFormatError
@@ -203,6 +204,31 @@ class ResponseFile:
         if block.ndim > n_image:
             block = block.sum(axis=tuple(range(n_image, block.ndim)))
         return block
+
+    def read_pixel(self, ipix: int) -> np.ndarray | sparse.COO:
+        """All axes after ``NuLambda`` of one pixel, nothing summed (cosipy's ``rsp[ipix]``).
+
+        A version-1 sparse file gives a ``sparse.COO`` array, the others a dense one.
+
+        Raises
+        ------
+        IndexError
+            ``ipix`` is not an integer in ``[0, npix)``.
+        """
+        if isinstance(ipix, bool) or not isinstance(ipix, int | np.integer) or \
+                not 0 <= ipix < self.npix:
+            raise IndexError(f"{self.path}: NuLambda pixel {ipix!r}; expected an integer in "
+                             f"[0, {self.npix}) (NSIDE {self.nside}).")
+        drm = self._file["DRM"]
+        shape = tuple(int(n) for n in self.axes.nbins[1:])
+        if self.version == 2:
+            block = np.asarray(drm["COUNTS"][ipix], dtype=np.float64)
+            return block * self._eff_area.reshape((-1,) + (1,) * (block.ndim - 1))
+        if self.is_sparse:
+            bins = np.asarray(drm["BIN_NUMBERS"][ipix]).reshape(len(shape), -1)
+            return sparse.COO(bins, np.asarray(drm["CONTENTS"][ipix], dtype=np.float64),
+                              shape=shape)
+        return np.asarray(drm["CONTENTS"][ipix], dtype=np.float64)
 
     def read_image_response(self) -> Histogram:
         """The dense imaging response ``[NuLambda, Ei, Em, Phi, PsiChi]`` (histpy, ``cm2``).

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import astropy.units as u
 import numpy as np
-from histpy import Histogram
+from histpy import Axes, Histogram
 
 from ..errors import DataError, FileFormatError
 from ..io.drm import IMAGE_RESPONSE_AXES, ResponseFile
@@ -38,11 +38,37 @@ class FullDetectorResponse(ResponseFile):
 
     Open with :meth:`open`; use as a context manager or call :meth:`close`.
 
+    ``rsp[ipix]`` is the response of one ``NuLambda`` pixel over all the other axes (a
+    histpy Histogram, nothing summed), as cosipy's; ``filename`` and ``ndim`` are cosipy's
+    attributes.
+
     Examples
     --------
     >>> with FullDetectorResponse.open(path) as rsp:          # doctest: +SKIP
     ...     image_rsp = rsp.to_image_response()                # [NuLambda, Ei, Em, Phi, PsiChi]
+    ...     drm = rsp[0]                                       # [Ei, Em, Phi, PsiChi, ...]
     """
+
+    @property
+    def filename(self) -> Path:
+        """Path of the response file."""
+        return self.path
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes of the file (``NuLambda`` included)."""
+        return int(self.axes.ndim)
+
+    def __getitem__(self, ipix: int) -> Histogram:
+        """Response of ``NuLambda`` pixel ``ipix`` over the other axes (unit of the file).
+
+        Raises
+        ------
+        IndexError
+            ``ipix`` is not an integer in ``[0, npix)``.
+        """
+        return Histogram(Axes(list(self.axes[1:]), copy_axes=True),
+                         contents=self.read_pixel(ipix), unit=self.unit, copy_contents=False)
 
     def to_image_response(self) -> Histogram:
         """Reduce to the dense imaging response ``[NuLambda, Ei, Em, Phi, PsiChi]`` (cm2).
