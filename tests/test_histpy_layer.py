@@ -270,3 +270,20 @@ def test_old_containers_are_gone():
     for name in ("axes.py", "coo.py", "histogram.py", "histogram_arithmetic.py",
                  "histpy_compat.py"):
         assert not (root / name).exists(), f"probdeconv/{name} should be gone (histpy instead)"
+
+
+def test_info_lists_histograms_and_skips_other_groups(tmp_path, capsys):
+    from probdeconv.cli.main import main
+
+    path = tmp_path / "mixed.h5"
+    write_histogram(_hist(2.0, unit="s"), path, name="map")
+    with h5py.File(path, "a") as f:
+        f.create_group("posterior").attrs["format"] = "metadata, not a histogram"
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "[map] dense, unit s, shape (2, 12), sum 48" in out
+    assert "p: 12 bins [0, 12]  nside 1 RING" in out and "[posterior] not a histogram" in out
+    with h5py.File(tmp_path / "none.h5", "w") as f:
+        f.create_group("metadata")
+    assert main(["info", str(tmp_path / "none.h5")]) == 2
+    assert "no histogram" in capsys.readouterr().err

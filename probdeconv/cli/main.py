@@ -193,6 +193,8 @@ def _cmd_info(args) -> int:
     try:
         with h5py.File(path, "r") as f:
             groups = list(f.keys())
+            other = {k for k in groups if not (isinstance(f[k], h5py.Group)
+                                               and {"axes", "contents"} <= set(f[k]))}
     except OSError as exc:
         raise FileFormatError(f"{path}: not an HDF5 file ({exc}).") from exc
     if "DRM" in groups:
@@ -200,7 +202,13 @@ def _cmd_info(args) -> int:
             print(rsp)
             _print_axes(rsp.axes)
         return 0
+    if "DRM" not in groups and other == set(groups):
+        raise FileFormatError(f"{path}: no histogram (histpy groups with 'axes' and "
+                              f"'contents') and no 'DRM' response; groups: {groups}.")
     for name in groups:
+        if name in other:
+            print(f"[{name}] not a histogram (skipped)")
+            continue
         h = read_histogram(path, name=name)
         kind = "sparse" if h.is_sparse else "dense"
         total = float(h.contents.data.sum() if h.is_sparse else np.sum(np.asarray(h)))

@@ -86,7 +86,7 @@ class ResponseFile:
             else:
                 self.is_sparse = "BIN_NUMBERS" in drm
             self.axes = _v1_axes(drm)
-        labels = tuple(self.axes.labels)
+        labels = tuple(self.axes.labels.tolist())
         missing = [a for a in IMAGE_RESPONSE_AXES if a not in labels]
         if missing:
             raise FileFormatError(
@@ -120,7 +120,7 @@ class ResponseFile:
         nbins = tuple(int(n) for n in self.axes.nbins)
         if tuple(counts.shape) != nbins:
             raise FileFormatError(f"{path}: DRM/COUNTS has shape {tuple(counts.shape)}; the "
-                                  f"axes {list(self.axes.labels)} give {nbins}")
+                                  f"axes {self.axes.labels.tolist()} give {nbins}")
         eff = np.asarray(drm["EFF_AREA"][()], dtype=np.float64).ravel()
         n_ei = self.axes["Ei"].nbins
         if eff.size == 1:
@@ -247,7 +247,7 @@ class ResponseFile:
         kind = "sparse" if self.is_sparse else "dense"
         nbins = tuple(int(n) for n in self.axes.nbins)
         return (f"{type(self).__name__}({str(self.path)!r}, version {self.version}, {kind}, "
-                f"axes={list(self.axes.labels)}, nbins={nbins}, unit={self.unit})")
+                f"axes={self.axes.labels.tolist()}, nbins={nbins}, unit={self.unit})")
 
 
 def _v1_axes(drm: h5py.Group) -> Axes:

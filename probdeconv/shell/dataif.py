@@ -323,7 +323,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         if h.axes.shape != self._model_axes.shape:
             raise DataError(f"dataset {self.name!r}: model has shape {h.axes.shape}; "
                             f"expected {self._model_axes.shape} (axes "
-                            f"{list(self._model_axes.labels)}).")
+                            f"{self._model_axes.labels.tolist()}).")
         unit = u.Unit("cm-2 s-1 sr-1") if h.unit is not None else None
         return jnp.asarray(_values(h, unit), dtype=self._forward.counts.dtype)
 
