@@ -28,8 +28,8 @@ matplotlib.use("Agg")
 import healpy as hp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
 from histpy import HealpixAxis  # noqa: E402
+
 from ..io.atomic import atomic_target  # noqa: E402
 from ..results.arviz import ESS_MIN, RHAT_MAX  # noqa: E402
 from .run import save_figure  # noqa: E402
