@@ -32,6 +32,7 @@ from .results.sampling import sample  # noqa: E402
 from .shell import priors as _shell_priors  # noqa: E402
 from .shell.algorithm_base import DeconvolutionAlgorithmBase  # noqa: E402
 from .shell.allsky_image import AllSkyImageModel, ModelBase  # noqa: E402
+from .shell.data_collection import DataInterfaceCollection  # noqa: E402
 from .shell.dataif import DataIF_COSI_DC2, ImageDeconvolutionDataInterfaceBase  # noqa: E402
 from .shell.image_deconvolution import ImageDeconvolution  # noqa: E402
 from .shell.map_richardson_lucy import MAP_RichardsonLucy  # noqa: E402
@@ -59,6 +60,7 @@ __all__ = [
     "CoordsysConversionMatrix",
     "DataError",
     "DataIF_COSI_DC2",
+    "DataInterfaceCollection",
     "DeconvolutionAlgorithmBase",
     "FileFormatError",
     "FullDetectorResponse",

@@ -390,3 +390,71 @@ def test_version2_response_pixel(testdata, tmp_path):
     with FullDetectorResponse.open(tmp_path / "v2.h5") as rsp:
         np.testing.assert_array_equal(rsp[3].contents.to_value(rsp.unit),
                                       counts[3] * eff_area[:, None, None, None])
+
+
+# --------------------------------------------------- B1: DataInterfaceCollection (0.4)
+def test_data_interface_collection(galactic, testdata):
+    from probdeconv import DataIF_COSI_DC2, DataInterfaceCollection, Histogram
+
+    data, model, mask = galactic
+    ev = Histogram.open(testdata / "test_event_histogram_galacticCDS.hdf5")
+    ev = ev.project(["Em", "Phi", "PsiChi"])
+    rsp = Histogram.open(testdata / "test_precomputed_response.h5")
+    other = DataIF_COSI_DC2.load("other", ev, {"bkg": ev * 0.2, "albedo": ev * 0.05}, rsp)
+    coll = DataInterfaceCollection([data, other])
+    assert len(coll) == 2 and coll[1] is other and list(coll) == [data, other]
+    assert coll.keys_bkg_models() == ["bkg", "albedo"]
+    norms = {"bkg": 0.9, "albedo": 1.3}
+    total = coll.calc_expectation_list(model, norms)
+    parts = coll.combine_expectation_list(coll.calc_source_expectation_list(model),
+                                          coll.calc_bkg_expectation_list(norms))
+    for a, b in zip(total, parts):
+        np.testing.assert_allclose(a.contents, b.contents, rtol=1e-12)
+    logl = coll.calc_total_log_likelihood(total)
+    assert logl == pytest.approx(sum(d.calc_log_likelihood(e) for d, e in zip(coll, total)),
+                                 rel=1e-14)
+    assert coll.calc_summed_bkg_model("bkg") == pytest.approx(
+        data.summed_bkg_model("bkg") + other.summed_bkg_model("bkg"), rel=1e-14)
+    assert coll.calc_summed_bkg_model("albedo") == pytest.approx(
+        other.summed_bkg_model("albedo"), rel=1e-14)
+    exposure = coll.calc_summed_exposure_map()
+    assert exposure.unit == u.Unit("cm2 s sr")
+    np.testing.assert_allclose(np.sum(exposure).value,
+                               2 * np.sum(data.exposure_map).value, rtol=1e-12)
+    assert np.sum(data.exposure_map).unit == u.Unit("cm2 s sr")  # not changed by the sum
+    t = coll.calc_summed_T_product(total)
+    np.testing.assert_allclose(t.contents.value, (data.calc_T_product(total[0])
+                                                  + other.calc_T_product(total[1])).contents.value)
+    assert coll.calc_summed_bkg_model_product("albedo", total) == pytest.approx(
+        other.calc_bkg_model_product("albedo", total[1]), rel=1e-14)
+    with pytest.raises(DataError, match="1 histograms for 2 datasets"):
+        coll.calc_summed_bkg_model_product("bkg", total[:1])
+    with pytest.raises(DataError, match="no entry for the background 'albedo'"):
+        other.calc_bkg_expectation({"bkg": 1.0})
+    with pytest.raises(DataError, match="'cr'"):
+        coll.calc_summed_bkg_model("cr")
+    with pytest.raises(DataError, match="element 0 is a str"):
+        DataInterfaceCollection(["data"])
+
+
+def test_collection_accepted_wherever_a_list_is(galactic, testdata):
+    from probdeconv import DataInterfaceCollection
+
+    data, model, mask = galactic
+    par = {"iteration_max": 2, "background_normalization_optimization": {"activate": True}}
+    runs = []
+    for dataset in ([data], DataInterfaceCollection([data])):
+        algo = RichardsonLucySimple(model, dataset, mask, par)
+        assert algo.dataset == [data]
+        algo.initialization()
+        algo.iteration()
+        algo.iteration()
+        runs.append(algo.results[-1]["log-likelihood"])
+    assert runs[0] == runs[1]
+    deconv = ImageDeconvolution()
+    deconv.set_dataset(DataInterfaceCollection([data]))
+    assert deconv.dataset == [data]
+    deconv.read_parameterfile(testdata / "image_deconvolution" /
+                              "imagedeconvolution_parfile_test.yml")
+    deconv.initialize()
+    assert len(deconv.run_deconvolution()) == 2

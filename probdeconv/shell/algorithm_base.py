@@ -28,6 +28,7 @@ from histpy import Histogram
 from ..config import Parameters, validate_algorithm_parameters
 from ..errors import DataError, FileFormatError
 from ..io.checkpoint import read_checkpoint, write_checkpoint
+from .data_collection import DataInterfaceCollection
 
 __all__ = ["DeconvolutionAlgorithmBase", "state_entry_name"]
 
@@ -41,7 +42,7 @@ class DeconvolutionAlgorithmBase(ABC):
     ----------
     initial_model : ModelBase
         Starting image (taken as given: masked pixels are not zeroed here).
-    dataset : list of data interfaces
+    dataset : list of data interfaces, or a DataInterfaceCollection
         Fitted jointly; exposure maps and back-projections are summed.
     mask : Histogram of bool or None
         True marks a free pixel.
@@ -54,6 +55,8 @@ class DeconvolutionAlgorithmBase(ABC):
 
     def __init__(self, initial_model, dataset, mask, parameter):
         self.initial_model = initial_model
+        if isinstance(dataset, DataInterfaceCollection):  # cosipy 0.4
+            dataset = dataset.dataset
         if not isinstance(dataset, list | tuple):
             dataset = [dataset]
         if not dataset:

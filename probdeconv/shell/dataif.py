@@ -151,6 +151,14 @@ class ImageDeconvolutionDataInterfaceBase(ABC):
         """Alias of :meth:`calc_log_likelihood` (older cosipy spelling)."""
         return self.calc_log_likelihood(expectation)
 
+    def calc_source_expectation(self, model) -> Histogram:
+        """Expected counts of ``model`` alone (cosipy 0.4); a subclass defines it."""
+        raise NotImplementedError
+
+    def calc_bkg_expectation(self, dict_bkg_norm) -> Histogram:
+        """Expected counts of the scaled backgrounds alone (cosipy 0.4); a subclass defines it."""
+        raise NotImplementedError
+
 
 class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosipy name)
     """Data interface for COSI binned data (galactic or spacecraft-frame Compton data space).
@@ -349,6 +357,20 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         # a writable array of its own (a JAX result may be a read-only view)
         return Histogram(self._data_axes, copy_contents=False,
                          contents=np.array(e).reshape(self._data_axes.shape))
+
+    def calc_source_expectation(self, model, almost_zero=1e-12) -> Histogram:
+        """Expected counts of ``model`` alone, plus ``almost_zero`` (cosipy 0.4)."""
+        return self.calc_expectation(model, None, almost_zero)
+
+    def calc_bkg_expectation(self, dict_bkg_norm) -> Histogram:
+        """``Σ_k norm_k B_k``: the scaled backgrounds alone (cosipy 0.4), on the data axes."""
+        total = np.zeros(self._data_axes.shape)
+        for key in self.keys_bkg_models():
+            if key not in dict_bkg_norm:
+                raise DataError(f"dataset {self.name!r}: dict_bkg_norm has no entry for the "
+                                f"background {key!r}; give all of {self.keys_bkg_models()}.")
+            total += float(dict_bkg_norm[key]) * _values(self.bkg_model(key))
+        return Histogram(self._data_axes, contents=total, copy_contents=False)
 
     def calc_T_product(self, dataspace_histogram) -> Histogram:  # noqa: N802 (cosipy name)
         """``Aᵀ H``: the back-projection of a data-space histogram onto the model axes."""

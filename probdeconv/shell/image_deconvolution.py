@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from ..config import Parameters, validate_run_parameters
 from ..errors import DataError, FileFormatError, ParameterError
 from .allsky_image import AllSkyImageModel
+from .data_collection import DataInterfaceCollection
 from .map_gradient import MAPGradient
 from .map_richardson_lucy import MAP_RichardsonLucy
 from .richardson_lucy import (
@@ -77,7 +78,9 @@ class ImageDeconvolution:
 
     # ------------------------------------------------------------------ inputs
     def set_dataset(self, dataset) -> None:
-        """Set the datasets (a list of data interfaces, fitted jointly)."""
+        """Set the datasets (a list of data interfaces or a DataInterfaceCollection)."""
+        if isinstance(dataset, DataInterfaceCollection):  # cosipy 0.4
+            dataset = dataset.dataset
         if not isinstance(dataset, list | tuple):
             dataset = [dataset]
         if not dataset:
