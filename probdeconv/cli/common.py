@@ -6,11 +6,17 @@ import logging
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from ..config import Parameters
 from ..errors import FileFormatError, ParameterError, ProbdeconvError
 from ..io.atomic import atomic_target
+from ..io.histpy_h5 import read_histogram
+from ..shell.allsky_image import AllSkyImageModel
+from ..shell.dataif import DataIF_COSI_DC2
+from ..shell.response import CoordsysConversionMatrix, FullDetectorResponse
+from ..simulate import load_simulation
 
 __all__ = ["UsageError", "apply_overrides", "fit_model_to_data", "load_data_directory",
            "setup_logging", "write_text"]
@@ -70,17 +76,12 @@ def load_data_directory(directory: str | Path, dtype: str = "float64"):
 
     Returns ``(data, truth)``; ``truth`` is None for real data.
     """
-    from ..io.histpy_h5 import read_histogram
-    from ..shell.dataif import DataIF_COSI_DC2
-    from ..shell.response import CoordsysConversionMatrix, FullDetectorResponse
 
     d = Path(directory)
     if not d.is_dir():
         raise FileFormatError(f"--data {d}: no such directory (expected a simulation or a "
                               "dataset.yml manifest).")
     if (d / "simulation.yml").is_file():
-        from ..simulate import load_simulation
-
         sim = load_simulation(d)
         return sim.dataif("simulation", dtype=dtype), sim.truth
     manifest = d / "dataset.yml"
@@ -96,8 +97,6 @@ def load_data_directory(directory: str | Path, dtype: str = "float64"):
     event = read_histogram(d / m["event"])
     bkgs = {k: read_histogram(d / f) for k, f in (m.get("backgrounds") or {}).items()}
     ccm = CoordsysConversionMatrix.open(d / m["ccm"]) if m.get("ccm") else None
-    import h5py
-
     with h5py.File(d / m["response"], "r") as f:
         is_drm = "DRM" in f
     if is_drm:
@@ -110,8 +109,6 @@ def load_data_directory(directory: str | Path, dtype: str = "float64"):
                                     coordsys_conv_matrix=ccm, dtype=dtype)
     truth = None
     if m.get("truth"):
-        from ..shell.allsky_image import AllSkyImageModel
-
         truth = AllSkyImageModel.open(d / m["truth"])
     return data, truth
 

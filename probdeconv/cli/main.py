@@ -22,7 +22,13 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import ProbdeconvError
+import h5py
+import numpy as np
+
+from ..errors import FileFormatError, ProbdeconvError
+from ..io.histpy_h5 import read_histogram
+from ..shell.response import FullDetectorResponse
+from ..simulate import simulate
 from ..version import __version__
 from .common import setup_logging
 from .report import report_command
@@ -170,8 +176,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_simulate(args) -> int:
-    from ..simulate import simulate
-
     sim = simulate(sky=args.sky, nside=args.nside, seed=args.seed, out=args.out,
                    overwrite=args.overwrite)
     print(f"simulated {args.sky} at NSIDE {sim.config.nside}, seed {args.seed}: "
@@ -180,12 +184,6 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    import h5py
-    import numpy as np
-
-    from ..errors import FileFormatError
-    from ..io.histpy_h5 import read_histogram
-    from ..shell.response import FullDetectorResponse
 
     path = Path(args.file)
     if not path.is_file():
@@ -219,8 +217,6 @@ def _cmd_info(args) -> int:
 
 def _print_axes(axes) -> None:
     """One line per histpy axis: label, bins, range, unit, HEALPix NSIDE / scheme / frame."""
-    import numpy as np
-
     for ax in axes:
         e = np.asarray(getattr(ax.edges, "value", ax.edges))
         extra = ""

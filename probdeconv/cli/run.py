@@ -21,11 +21,15 @@ import platform
 import time
 from pathlib import Path
 
+import healpy as hp
 import numpy as np
 import yaml
 
 from ..config import Parameters
 from ..errors import FileFormatError
+from ..io.results import save_scalar_tables
+from ..report import run as report
+from ..shell.image_deconvolution import ImageDeconvolution
 from ..version import __version__
 from .common import (
     apply_overrides,
@@ -44,7 +48,6 @@ _DELAY = float(os.environ.get("PROBDECONV_ITERATION_DELAY", "0") or 0)
 
 
 def run_command(args) -> str:
-    from ..shell.image_deconvolution import ImageDeconvolution
 
     out = Path(args.out)
     setup_logging(args, out)
@@ -80,10 +83,6 @@ def _pause(algo) -> None:
 
 def write_outputs(out: Path, algo, data, truth, params, args, elapsed: float) -> None:
     """Final image (HDF5 + FITS per energy bin), scalars (CSV + FITS), metadata, figures."""
-    import healpy as hp
-
-    from ..io.results import save_scalar_tables
-    from ..report import run as report
 
     image = algo.model
     tmp = out / ".tmp-image.hdf5"

@@ -15,7 +15,7 @@ from ..config.priors import MAP_KEYS, prior_options
 from ..errors import ParameterError
 from ..forward.posterior import make_config
 from ..io.results import save_histogram_series, save_scalar_tables
-from .richardson_lucy import _EMShell
+from .richardson_lucy import EMShell
 
 __all__ = ["MAP_RichardsonLucy"]
 
@@ -53,7 +53,7 @@ def read_priors(shell, prior) -> dict:
                          path=PRIOR_PATH, keys=MAP_KEYS)
 
 
-class MAP_RichardsonLucy(_EMShell):  # noqa: N801 (cosipy name)
+class MAP_RichardsonLucy(EMShell):  # noqa: N801 (cosipy name)
     """MAP Richardson-Lucy with gamma, TSV and entropy priors (cosipy's ``MAP_RL``).
 
     Parameters (``deconvolution:parameter``): those of ``RLsimple`` plus

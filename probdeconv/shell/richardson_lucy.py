@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 FLUX_UNIT = u.Unit("cm-2 s-1 sr-1")
 
 
-class _EMShell(DeconvolutionAlgorithmBase):
+class EMShell(DeconvolutionAlgorithmBase):
     """Shared shell of the EM family: parameters → :class:`em.EMOptions` / ``EMParams``."""
 
     simple = True
@@ -171,7 +171,7 @@ class _EMShell(DeconvolutionAlgorithmBase):
                            lists=[("log-likelihood", "LOG-LIKELIHOOD", names)])
 
 
-class RichardsonLucySimple(_EMShell):
+class RichardsonLucySimple(EMShell):
     """Plain Richardson-Lucy (EM): the expectation is recomputed every iteration.
 
     Parameters (``deconvolution:parameter``): ``iteration_max``, ``minimum_flux``,
@@ -183,7 +183,7 @@ class RichardsonLucySimple(_EMShell):
     simple = True
 
 
-class RichardsonLucy(_EMShell):
+class RichardsonLucy(EMShell):
     """Accelerated Richardson-Lucy (Knödlseder+1999/2005, Siegert+2020), as cosipy's ``RL``.
 
     Adds to ``RLsimple``: ``acceleration {activate, alpha_max}``, ``response_weighting
