@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from probdeconv.errors import FileFormatError, ParameterError
+from probdeconv.units import FLUX_UNIT_NAME
 
 __all__ = [
     "FLUX_UNIT",
@@ -36,7 +37,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FLUX_UNIT = "cm-2 s-1 sr-1"
+FLUX_UNIT = FLUX_UNIT_NAME  # the spelling in parameter files
 KNOWN_ALGORITHMS = ("RL", "RLsimple", "MAP_RL", "MAP_gradient", "RLbasic", "RLadvanced")
 KNOWN_MODEL_CLASSES = ("AllSkyImage",)
 _EXAMPLE = "'deconvolution:parameter:iteration_max = 30'"

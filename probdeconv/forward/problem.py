@@ -29,12 +29,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import DataError, ParameterError
+from ..units import FLUX_UNIT_NAME
 from .dataset import Dataset
 from .posterior import SkyModelConfig, make_config
 
 __all__ = ["FLUX_UNIT", "ImageGrid", "Problem"]
 
-FLUX_UNIT = "cm-2 s-1 sr-1"
+FLUX_UNIT = FLUX_UNIT_NAME
 
 
 class ImageGrid(NamedTuple):

@@ -20,12 +20,12 @@ from histpy import Axes, Axis, HealpixAxis, Histogram
 from ..config.parameters import Parameters
 from ..errors import DataError, ParameterError
 from ..io.histpy_h5 import read_histogram
+from ..units import FLUX_UNIT, FLUX_UNIT_NAME
 
 __all__ = ["ModelBase", "AllSkyImageModel"]
 
 logger = logging.getLogger(__name__)
 
-FLUX_UNIT = u.Unit("cm-2 s-1 sr-1")
 
 
 def _param(parameter: Any) -> Parameters:
@@ -176,7 +176,7 @@ class AllSkyImageModel(ModelBase):
                 p["energy_edges:unit"])
             return cls(nside=p["nside"], energy_edges=edges, scheme=p.get("scheme", "ring"),
                        coordsys=p.get("coordinate", "galactic"),
-                       unit=u.Unit(p.get("unit", "cm-2 s-1 sr-1")))
+                       unit=u.Unit(p.get("unit", FLUX_UNIT_NAME)))
         except (KeyError, TypeError) as exc:
             raise ParameterError(f"model_definition:property: {exc}; expected nside, "
                                  "energy_edges {value, unit}, scheme, coordinate, unit.") from exc

@@ -27,7 +27,6 @@ __all__ = ["RichardsonLucySimple", "RichardsonLucy", "RichardsonLucyBasic",
 
 logger = logging.getLogger(__name__)
 
-FLUX_UNIT = u.Unit("cm-2 s-1 sr-1")
 
 
 class EMShell(DeconvolutionAlgorithmBase):
