@@ -14,6 +14,7 @@ __all__ = [
     "DataError",
     "FileFormatError",
     "ModelTypeError",
+    "OutputError",
 ]
 
 
@@ -39,3 +40,8 @@ class FileFormatError(ProbdeconvError):
 
 class ModelTypeError(ProbdeconvError, TypeError):
     """An object of the wrong class (e.g. a model a prior cannot use); also a ``TypeError``."""
+
+
+class OutputError(ProbdeconvError, OSError):
+    """An output file or directory cannot be written: it exists, lies under a file, is on a
+    read-only file system, the disk is full, or another run holds it; also an ``OSError``."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 import yaml
 
 from probdeconv.errors import FileFormatError, ParameterError
+from probdeconv.io.atomic import atomic_target
 from probdeconv.units import FLUX_UNIT_NAME
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "as_dict",
     "join_path",
     "plain_value",
+    "safe_load_yaml",
     "show_value",
 ]
 
@@ -41,6 +42,78 @@ FLUX_UNIT = FLUX_UNIT_NAME  # the spelling in parameter files
 KNOWN_ALGORITHMS = ("RL", "RLsimple", "MAP_RL", "MAP_gradient", "RLbasic", "RLadvanced")
 KNOWN_MODEL_CLASSES = ("AllSkyImage",)
 _EXAMPLE = "'deconvolution:parameter:iteration_max = 30'"
+MAX_YAML_ALIASES = 64  # aliases (``*name``) a parameter file or manifest may use
+MAX_YAML_NODES = 200_000  # nodes of a document once its aliases are expanded
+
+
+class YAMLAliasLimitError(yaml.YAMLError):
+    """A YAML document uses more aliases, or expands to more nodes, than allowed."""
+
+
+class _LimitedSafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses alias bombs (as safe loaders of untrusted files do).
+
+    Counts the aliases while composing and the nodes the document expands to (an alias
+    counts its whole subtree each time it is used), before anything is constructed.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.alias_count = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.alias_count += 1
+            if self.alias_count > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise YAMLAliasLimitError(
+                    f"more than {MAX_YAML_ALIASES} aliases (*name), the {MAX_YAML_ALIASES + 1}"
+                    f"th at line {mark.line + 1}; a parameter file needs none: write the "
+                    "values out instead of repeating anchors")
+        return super().compose_node(parent, index)
+
+    def compose_document(self):
+        node = super().compose_document()
+        sizes: dict[int, int] = {}
+
+        def size(n) -> int:  # expanded node count; each shared node is measured once
+            if id(n) not in sizes:
+                sizes[id(n)] = 1  # a recursive alias counts once
+                if isinstance(n, yaml.SequenceNode):
+                    sizes[id(n)] = 1 + sum(size(c) for c in n.value)
+                elif isinstance(n, yaml.MappingNode):
+                    sizes[id(n)] = 1 + sum(size(k) + size(v) for k, v in n.value)
+            return sizes[id(n)]
+
+        if node is not None and size(node) > MAX_YAML_NODES:
+            raise YAMLAliasLimitError(
+                f"its aliases expand it to {size(node)} values (more than {MAX_YAML_NODES}); "
+                "refusing an alias bomb: write the values out instead of nesting anchors")
+        return node
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses alias bombs (more than 64 aliases, or a document
+    whose aliases expand it past 200000 values) with a ``yaml.YAMLError``.
+
+    Parameter files, dataset manifests and run records are read with it.
+
+    Examples
+    --------
+    >>> safe_load_yaml("a: &x [1, 2]\\nb: *x")
+    {'a': [1, 2], 'b': [1, 2]}
+    >>> bomb = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\\n" + "".join(
+    ...     f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\\n" for p, c in zip("abcde", "bcdef"))
+    >>> safe_load_yaml(bomb)
+    Traceback (most recent call last):
+    ...
+    probdeconv.config.parameters.YAMLAliasLimitError: its aliases expand it to ...
+    """
+    loader = _LimitedSafeLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 class MissingParameterError(ParameterError, KeyError):
@@ -137,9 +210,11 @@ class Parameters:
             raise FileFormatError(f"{path}: parameter file not found; expected a YAML file.")
         try:
             text = path.read_text(encoding="utf-8")
-            data = yaml.safe_load(text)
+            data = safe_load_yaml(text)
         except (OSError, UnicodeDecodeError) as exc:
             raise FileFormatError(f"{path}: cannot read ({exc}); expected UTF-8 YAML.") from exc
+        except YAMLAliasLimitError as exc:
+            raise FileFormatError(f"{path}: YAML refused: {exc}.") from exc
         except yaml.YAMLError as exc:
             mark, where = getattr(exc, "problem_mark", None), ""
             if mark is not None:
@@ -231,7 +306,7 @@ class Parameters:
                     f"e.g. {_EXAMPLE}."
                 )
             try:
-                value = yaml.safe_load(text.strip())
+                value = safe_load_yaml(text.strip())
             except yaml.YAMLError as exc:
                 raise ParameterError(
                     f"{key.strip()}: override value {text.strip()!r} is not valid YAML ({exc}); "
@@ -261,18 +336,11 @@ class Parameters:
             ) from exc
         if not path.parent.is_dir():
             raise FileFormatError(f"{path}: directory {path.parent} does not exist.")
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with atomic_target(path, True, "parameter file") as tmp:  # umask, fsync, rename
+            with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
     def __repr__(self) -> str:

@@ -104,6 +104,53 @@ class ResponseFile:
             )
         if self.version == 2:
             self._check_v2(drm, path)
+        else:
+            self._check_v1(drm, path)
+
+    def _check_v1(self, drm: h5py.Group, path: Path) -> None:
+        """The data sets of a version-1 file exist and fit the axes."""
+        needed = ("CONTENTS", "BIN_NUMBERS") if self.is_sparse else ("CONTENTS",)
+        missing = [k for k in needed if not isinstance(drm.get(k), h5py.Dataset)]
+        if missing:
+            raise FileFormatError(f"{path}: damaged response: DRM/{missing[0]} is missing "
+                                  f"(found {sorted(drm.keys())}); a version-1 "
+                                  f"{'sparse' if self.is_sparse else 'dense'} response holds "
+                                  f"{' and '.join('DRM/' + k for k in needed)}. Re-copy or "
+                                  "regenerate the file.")
+        npix = int(self.axes.nbins[0])
+        shape = tuple(drm["CONTENTS"].shape)
+        nbins = tuple(int(n) for n in self.axes.nbins)
+        if (self.is_sparse and shape[:1] != (npix,)) or (not self.is_sparse and shape != nbins):
+            raise FileFormatError(f"{path}: damaged response: DRM/CONTENTS has shape {shape}; "
+                                  f"the axes {self.axes.labels.tolist()} give {nbins}. Re-copy "
+                                  "or regenerate the file.")
+
+    def _read(self, name: str, ipix: int) -> np.ndarray:
+        """``DRM/<name>[ipix]``; a block h5py cannot read (corrupt, truncated) is named."""
+        try:
+            return np.asarray(self._file["DRM"][name][ipix])
+        except (OSError, KeyError, ValueError) as exc:
+            raise FileFormatError(f"{self.path}: damaged response: DRM/{name} of NuLambda "
+                                  f"pixel {ipix} cannot be read ({exc}); the file is corrupt "
+                                  "or truncated. Re-copy or regenerate it.") from exc
+
+    def verify(self) -> float:
+        """Read every ``NuLambda`` pixel (each compressed block once); returns the sum.
+
+        Raises
+        ------
+        FileFormatError
+            A block cannot be read or holds non-finite values (a damaged file).
+        """
+        total = 0.0
+        for ipix in range(self.npix):
+            value = float(np.sum(self.pixel(ipix)))
+            if not np.isfinite(value):
+                raise FileFormatError(f"{self.path}: damaged response: NuLambda pixel {ipix} "
+                                      "holds NaN or infinite values. Re-copy or regenerate "
+                                      "the file.")
+            total += value
+        return total
 
     def _check_v2(self, drm: h5py.Group, path: Path) -> None:
         try:
@@ -158,7 +205,16 @@ class ResponseFile:
             )
         try:
             return cls(f, path)
-        except Exception:
+        except FileFormatError:
+            f.close()
+            raise
+        except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            f.close()
+            raise FileFormatError(f"{path}: damaged response: its DRM group cannot be read "
+                                  f"({type(exc).__name__}: {exc}); expected DRM/AXES and "
+                                  "DRM/CONTENTS (version 1) or DRM/COUNTS (version 2). "
+                                  "Re-copy or regenerate the file.") from exc
+        except BaseException:
             f.close()
             raise
 
@@ -184,23 +240,22 @@ class ResponseFile:
 
     def pixel(self, ipix: int) -> np.ndarray:
         """Dense ``[Ei, Em, Phi, PsiChi]`` response of one ``NuLambda`` pixel, extra axes summed."""
-        drm = self._file["DRM"]
         shape = tuple(int(n) for n in self.axes.nbins[1:])
         n_image = len(IMAGE_RESPONSE_AXES) - 1
         if self.version == 2:
             # [Ei, Em, Phi, PsiChi, ...] counts x EFF_AREA[Ei]
-            block = np.asarray(drm["COUNTS"][ipix], dtype=np.float64)
+            block = self._read("COUNTS", ipix).astype(np.float64)
             block *= self._eff_area.reshape((-1,) + (1,) * (block.ndim - 1))
             if block.ndim > n_image:
                 block = block.sum(axis=tuple(range(n_image, block.ndim)))
             return block
         if self.is_sparse:
-            data = np.asarray(drm["CONTENTS"][ipix], dtype=np.float64)
-            bins = np.asarray(drm["BIN_NUMBERS"][ipix]).reshape(len(shape), -1)
+            data = self._read("CONTENTS", ipix).astype(np.float64)
+            bins = self._read("BIN_NUMBERS", ipix).reshape(len(shape), -1)
             out = np.zeros(shape[:n_image])
             np.add.at(out, tuple(bins[:n_image]), data)
             return out
-        block = np.asarray(drm["CONTENTS"][ipix], dtype=np.float64)
+        block = self._read("CONTENTS", ipix).astype(np.float64)
         if block.ndim > n_image:
             block = block.sum(axis=tuple(range(n_image, block.ndim)))
         return block
@@ -219,16 +274,15 @@ class ResponseFile:
                 not 0 <= ipix < self.npix:
             raise IndexError(f"{self.path}: NuLambda pixel {ipix!r}; expected an integer in "
                              f"[0, {self.npix}) (NSIDE {self.nside}).")
-        drm = self._file["DRM"]
         shape = tuple(int(n) for n in self.axes.nbins[1:])
         if self.version == 2:
-            block = np.asarray(drm["COUNTS"][ipix], dtype=np.float64)
+            block = self._read("COUNTS", ipix).astype(np.float64)
             return block * self._eff_area.reshape((-1,) + (1,) * (block.ndim - 1))
         if self.is_sparse:
-            bins = np.asarray(drm["BIN_NUMBERS"][ipix]).reshape(len(shape), -1)
-            return sparse.COO(bins, np.asarray(drm["CONTENTS"][ipix], dtype=np.float64),
+            bins = self._read("BIN_NUMBERS", ipix).reshape(len(shape), -1)
+            return sparse.COO(bins, self._read("CONTENTS", ipix).astype(np.float64),
                               shape=shape)
-        return np.asarray(drm["CONTENTS"][ipix], dtype=np.float64)
+        return self._read("CONTENTS", ipix).astype(np.float64)
 
     def read_image_response(self) -> Histogram:
         """The dense imaging response ``[NuLambda, Ei, Em, Phi, PsiChi]`` (histpy, ``cm2``).

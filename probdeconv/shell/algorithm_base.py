@@ -86,6 +86,7 @@ class DeconvolutionAlgorithmBase(ABC):
         self.iteration_count = 0
         self.iteration_max = int(self.parameter.get("iteration_max", 1))
         self.stopped_at_checkpoint = False  # set by restore_checkpoint
+        self.checkpoint_extra: dict[str, Any] = {}  # more header entries (data fingerprint)
 
     def _read_common_parameters(self) -> None:
         """Model unit, minimum flux, background fitting and saving: shared by all algorithms."""
@@ -238,7 +239,8 @@ class DeconvolutionAlgorithmBase(ABC):
         criterion).  :meth:`restore_checkpoint` continues from it bit for bit.
         """
         names, leaves, _ = self._state_arrays()
-        header = {"algorithm": self.algorithm_name, "iteration_count": self.iteration_count,
+        header = {**self.checkpoint_extra,
+                  "algorithm": self.algorithm_name, "iteration_count": self.iteration_count,
                   "iteration_max": self.iteration_max, "stopped": bool(stopped),
                   "history": self.scalar_history()}
         return write_checkpoint(path, {n: np.asarray(x) for n, x in zip(names, leaves)},
@@ -262,6 +264,13 @@ class DeconvolutionAlgorithmBase(ABC):
             raise FileFormatError(f"{path}: checkpoint of {header.get('algorithm')!r}, but "
                                   f"this run uses {self.algorithm_name!r}; resume with the "
                                   "same parameter file or start afresh.")
+        count, history = header.get("iteration_count"), header.get("history")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0 or \
+                not isinstance(history, list):
+            raise FileFormatError(f"{path}: incomplete checkpoint header (iteration_count "
+                                  f"{count!r}, history of {type(history).__name__}); expected "
+                                  "the iteration count and the list of per-iteration results. "
+                                  "Start the run afresh without resuming.")
         names, leaves, treedef = self._state_arrays()
         restored = []
         for name, leaf in zip(names, leaves):

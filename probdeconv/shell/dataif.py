@@ -206,6 +206,13 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         DataError
             On NaN or negative counts, wrong units, or missing axes.
         """
+        try:
+            known = np.dtype(dtype) in (np.float32, np.float64)
+        except TypeError:
+            known = False
+        if not known:
+            raise DataError(f"dataset {name!r}: dtype={dtype!r}; expected 'float64' (the "
+                            "default) or 'float32'.")
         new = cls(name)
         new.is_miniDC2_format = bool(is_miniDC2_format)
         event = _histogram(event_binned_data, f"dataset {name!r}: event_binned_data")

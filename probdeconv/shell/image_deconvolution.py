@@ -25,6 +25,7 @@ iteration, optional atomic checkpoints and a bit-for-bit resume::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -35,7 +36,8 @@ from histpy import Histogram
 from tqdm.auto import tqdm
 
 from ..config import Parameters, validate_run_parameters
-from ..errors import DataError, FileFormatError, ParameterError
+from ..errors import DataError, FileFormatError, ModelTypeError, ParameterError
+from ..io.checkpoint import array_fingerprint, read_checkpoint
 from .allsky_image import AllSkyImageModel
 from .data_collection import DataInterfaceCollection
 from .map_gradient import MAPGradient
@@ -50,6 +52,14 @@ from .richardson_lucy import (
 __all__ = ["ImageDeconvolution"]
 
 logger = logging.getLogger(__name__)
+
+# what every data interface has (cosipy's ImageDeconvolutionDataInterfaceBase)
+DATAIF_MEMBERS = ("calc_expectation", "calc_T_product", "calc_log_likelihood",
+                  "keys_bkg_models", "exposure_map", "model_axes")
+# parameters a resume may change: everything else must match the checkpoint's
+RESUMABLE_CHANGES = ("deconvolution:parameter:iteration_max",
+                     "deconvolution:parameter:stopping_criteria",
+                     "deconvolution:parameter:save_results")
 
 
 class ImageDeconvolution:
@@ -85,6 +95,13 @@ class ImageDeconvolution:
             dataset = [dataset]
         if not dataset:
             raise DataError("set_dataset: empty list; give one or more DataIF_COSI_DC2.")
+        for i, d in enumerate(dataset):
+            missing = [m for m in DATAIF_MEMBERS if not hasattr(d, m)]
+            if missing:
+                raise ModelTypeError(
+                    f"set_dataset: item {i} is a {type(d).__name__} ({d!r:.60}); expected a "
+                    f"data interface (e.g. DataIF_COSI_DC2.load(...)), which has {missing[0]}. "
+                    "Pass a list of data interfaces.")
         self._dataset = list(dataset)
 
     def set_mask(self, mask) -> None:
@@ -244,12 +261,15 @@ class ImageDeconvolution:
         algo = self._deconvolution
         logger.info("running %s, at most %d iterations", type(algo).__name__,
                     algo.iteration_max)
+        if checkpoint is not None:
+            algo.checkpoint_extra = self.resume_identity()
         algo.initialization()
         stop = False
         if resume:
             if not Path(checkpoint).is_file():
                 raise FileFormatError(f"resume: no checkpoint at {checkpoint}; run without "
                                       "resume (or give the checkpoint's path).")
+            self.check_resumable(checkpoint, algo.checkpoint_extra, algo.algorithm_name)
             algo.restore_checkpoint(checkpoint)
             stop = algo.stopped_at_checkpoint
             logger.info("resumed from %s at iteration %d", checkpoint, algo.iteration_count)
@@ -257,6 +277,77 @@ class ImageDeconvolution:
         self._iterate(algo, stop, checkpoint, every, progress, callback)
         algo.finalization()
         return algo.results
+
+    def resume_identity(self) -> dict:
+        """What a checkpoint records so that a resume continues the same run.
+
+        ``data``: per dataset, fingerprints (:func:`probdeconv.io.checkpoint.array_fingerprint`)
+        of the counts, the background templates and the exposure map (which follows the
+        response and the CCM), and of the mask; ``options``: every parameter (colon path →
+        value) but those a resume may change (``iteration_max``, ``stopping_criteria``,
+        ``save_results``).
+        """
+        data = []
+        for d in self._dataset:
+            keys = list(d.keys_bkg_models())
+            data.append({"name": str(getattr(d, "name", "")),
+                         "event counts": array_fingerprint(_array(getattr(d, "event", None))),
+                         "background templates": array_fingerprint(
+                             *[_array(d.bkg_model(k)) for k in keys]) + f" {keys}",
+                         "exposure map (response, CCM)": array_fingerprint(
+                             _array(d.exposure_map))})
+        mask = None if self._mask is None else array_fingerprint(_array(self._mask))
+        params = (self._validated or self._parameter).to_dict()
+        options = {k: v for k, v in _flatten(params).items()
+                   if not any(k == p or k.startswith(p + ":") for p in RESUMABLE_CHANGES)}
+        options = json.loads(json.dumps(options, default=str))  # as the header stores it
+        return {"data": data, "mask": mask, "options": options}
+
+    @staticmethod
+    def check_resumable(checkpoint, identity: dict, algorithm: str | None = None) -> None:
+        """Refuse to resume from a checkpoint of other data, mask or parameters.
+
+        A checkpoint of another ``algorithm`` is left to the algorithm's
+        ``restore_checkpoint``, which names both.
+
+        Raises
+        ------
+        FileFormatError
+            The checkpoint is unreadable, or its recorded data fingerprints or structural
+            parameters differ from ``identity`` (:meth:`resume_identity`); the message
+            names what differs.
+        """
+        _, header = read_checkpoint(checkpoint)
+        if algorithm is not None and header.get("algorithm") != algorithm:
+            return
+        fix = ("resume with the data and parameters it was written with, or start the run "
+               "afresh without resuming")
+        if "data" not in header:
+            logger.warning("%s records no data fingerprint (an older probdeconv): cannot check "
+                           "that it was written for these data", checkpoint)
+            return
+        old, new = header.get("data") or [], identity["data"]
+        if len(old) != len(new):
+            raise FileFormatError(f"{checkpoint}: checkpoint of {len(old)} dataset(s), this "
+                                  f"run has {len(new)}; {fix}.")
+        for i, (a, b) in enumerate(zip(old, new)):
+            for what in b:
+                if what != "name" and a.get(what) != b[what]:
+                    raise FileFormatError(
+                        f"{checkpoint}: written for other data: the {what} of dataset {i} "
+                        f"({b['name']!r}) differ (fingerprint {a.get(what)} in the "
+                        f"checkpoint, {b[what]} now); {fix}.")
+        if header.get("mask") != identity["mask"]:
+            raise FileFormatError(f"{checkpoint}: written with another mask; {fix}.")
+        was, now = header.get("options") or {}, identity["options"]
+        changed = sorted(k for k in set(was) | set(now)
+                         if json.dumps(was.get(k)) != json.dumps(now.get(k)))
+        if changed:
+            shown = "; ".join(f"{k}: {was.get(k, '(absent)')!r} in the checkpoint, "
+                              f"{now.get(k, '(absent)')!r} now" for k in changed[:3])
+            raise FileFormatError(f"{checkpoint}: written with other parameters ({shown}"
+                                  f"{'; ...' if len(changed) > 3 else ''}); only iteration_max "
+                                  f"and stopping_criteria may change on a resume; {fix}.")
 
     @staticmethod
     def _iterate(algo, stop: bool, checkpoint, every: int, progress: bool, callback) -> None:
@@ -299,3 +390,25 @@ def _statistic(result: dict) -> tuple[str, float]:
     if "log-posterior" in result:
         return "log-posterior", float(result["log-posterior"])
     return "log-likelihood", float(np.sum(result.get("log-likelihood", np.nan)))
+
+
+def _array(h) -> np.ndarray | None:
+    """Dense values of a histogram (or array-like) for a fingerprint; None stays None."""
+    if h is None:
+        return None
+    c = getattr(h, "contents", h)
+    if hasattr(c, "todense"):  # sparse COO
+        c = c.todense()
+    return np.asarray(getattr(c, "value", c))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` → ``{"a:b": 1}``; lists and scalars are leaves."""
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}:{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
