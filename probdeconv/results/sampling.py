@@ -22,9 +22,12 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
+
 from ..forward.problem import Problem
 from ..inference.sampling import sample_draws
 from ..io.draws import DrawsFile
+from ..io.memory import USABLE_FRACTION, available_memory, require_memory
 from .posterior import Posterior
 
 __all__ = ["sample"]
@@ -55,7 +58,37 @@ def sample(problem: Problem, method: str = "nuts", *,
     ParameterError
         Unknown method or option (the message lists the valid options).
     """
+    if method == "bootstrap":
+        check_bootstrap_memory(problem, options.get("batch", 8))
     if store_path is not None:
         options["backend"] = DrawsFile(store_path)
     draws = sample_draws(problem, method, also_valid=("store_path",), **options)
     return Posterior.from_draws(problem, draws)
+
+
+def check_bootstrap_memory(problem: Problem, batch: Any) -> None:
+    """Refuse a bootstrap ``batch`` whose replicates cannot fit in memory at once.
+
+    Each replicate of a batch holds about five data-space arrays (resampled counts,
+    expectation, ratio, ...) and four model-space ones (measured: 4.1-4.5 data-space
+    arrays per replicate at NSIDE 4).
+
+    Raises
+    ------
+    ParameterError
+        The estimate exceeds the memory available; the message gives the figure and the
+        largest batch that fits.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int | np.integer) or batch < 1:
+        return  # the bootstrap itself names a bad batch
+    itemsize = np.dtype(problem.dtype).itemsize
+    data_bins = sum(int(np.size(ds.counts)) for ds in problem.datasets)
+    model = int(np.prod(problem.model_shape))
+    per_replicate = itemsize * (5 * data_bins + 4 * model)
+    have = available_memory()
+    most = None if have is None else int(USABLE_FRACTION * have // per_replicate)
+    fix = ("lower sampling:batch" if not most else
+           f"lower sampling:batch to {most} or less")
+    require_memory(int(batch) * per_replicate,
+                   f"the bootstrap with batch={int(batch)} ({int(batch)} replicates at once x "
+                   f"{data_bins} data bins x ~5 arrays, {np.dtype(problem.dtype).name})", fix)

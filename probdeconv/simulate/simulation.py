@@ -32,6 +32,12 @@ from histpy import Axes, Axis, Histogram
 from probdeconv import forward as fm
 from probdeconv.errors import FileFormatError
 from probdeconv.io.histpy_h5 import read_histogram, write_histogram
+from probdeconv.io.memory import (
+    USABLE_FRACTION,
+    available_memory,
+    format_bytes,
+    require_memory,
+)
 from probdeconv.shell.allsky_image import AllSkyImageModel
 from probdeconv.shell.dataif import DataIF_COSI_DC2
 from probdeconv.shell.response import CoordsysConversionMatrix, FullDetectorResponse
@@ -233,10 +239,11 @@ def simulate(sky: Any = None, nside: int | None = None, seed: int | None = None,
             raise FileFormatError(f"{out_dir}: already holds {taken}; pass overwrite=True or "
                                   "choose an empty directory.")
     start = time.perf_counter()
+    bins = bin_attitudes(survey_attitudes(cfg), cfg.scatt_nside, cfg.scatt_x_nside)
+    check_simulation_memory(cfg, bins.n_bins)
     truth = sky_image(components_from_config(cfg.sky, cfg.flux_scale), cfg.nside,
                       cfg.energy_edges)
     response = build_response(cfg)
-    bins = bin_attitudes(survey_attitudes(cfg), cfg.scatt_nside, cfg.scatt_x_nside)
     ccm = coordsys_conversion_matrix(bins, cfg.nside, cfg.nside)
     axes = _data_axes(response.axes, bins.n_bins)
     bkg = background_template(cfg, axes, bins.dwell)
@@ -258,9 +265,59 @@ def simulate(sky: Any = None, nside: int | None = None, seed: int | None = None,
     return sim
 
 
+def simulation_bytes(cfg: SimulationConfig, n_scatt: int) -> tuple[int, str]:
+    """Peak memory of :func:`simulate` (bytes) and the sizes it follows from.
+
+    The dense float64 response ``[NuLambda, Ei, Em, Phi, PsiChi]`` is held about three
+    times (built, in the forward model, written), the data-space arrays ``[ScAtt, Em, Phi,
+    PsiChi]`` (counts, background, expectation, their forward-model copies) about six.
+
+    Examples
+    --------
+    >>> need, sizes = simulation_bytes(SimulationConfig(nside=32), n_scatt=60)
+    >>> round(need / 2**30)
+    102
+    >>> sizes  # doctest: +NORMALIZE_WHITESPACE
+    'response [NuLambda 12288, Ei 1, Em 1, Phi 30, PsiChi 12288], data [ScAtt 60, Em 1,
+     Phi 30, PsiChi 12288]'
+    """
+    n_pix, n_psi = hp.nside2npix(cfg.nside), hp.nside2npix(cfg.data_nside)
+    n_ei, n_em = len(cfg.energy_edges) - 1, len(cfg.em_edges) - 1
+    response = n_pix * n_ei * n_em * cfg.phi_bins * n_psi
+    data = n_scatt * n_em * cfg.phi_bins * n_psi
+    sizes = (f"response [NuLambda {n_pix}, Ei {n_ei}, Em {n_em}, Phi {cfg.phi_bins}, PsiChi "
+             f"{n_psi}], data [ScAtt {n_scatt}, Em {n_em}, Phi {cfg.phi_bins}, PsiChi {n_psi}]")
+    return 8 * (3 * response + 6 * data), sizes
+
+
+def check_simulation_memory(cfg: SimulationConfig, n_scatt: int) -> None:
+    """Refuse settings whose arrays cannot fit in memory, naming the figure and a fix.
+
+    Raises
+    ------
+    ParameterError
+        The estimate of :func:`simulation_bytes` exceeds what
+        :func:`probdeconv.io.memory.require_memory` allows.
+    """
+    need, sizes = simulation_bytes(cfg, n_scatt)
+    fix = "lower nside (or psichi_nside) or phi_bins"
+    have = available_memory()
+    nside = cfg.nside
+    while have is not None and nside > 1:
+        nside //= 2
+        less, _ = simulation_bytes(cfg.replace(nside=nside, psichi_nside=None), n_scatt)
+        if less <= USABLE_FRACTION * have:
+            fix = (f"lower nside (NSIDE {nside} needs about {format_bytes(less)}), "
+                   "psichi_nside or phi_bins")
+            break
+    require_memory(need, f"a simulation at NSIDE {cfg.nside} ({sizes}, float64)", fix)
+
+
 def _write(sim: Simulation, out_dir: Path, overwrite: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {k: out_dir / n for k, n in FILE_NAMES.items()}
+    if overwrite:  # the settings file goes first: a failed rewrite never pairs old settings
+        paths["config"].unlink(missing_ok=True)  # with new files
     for key in ("event", "background", "ccm", "truth"):
         if overwrite:
             paths[key].unlink(missing_ok=True)
