@@ -19,18 +19,24 @@ import argparse
 import contextlib
 import logging
 import os
+import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
-import h5py
-import numpy as np
-
-from ..errors import FileFormatError, ProbdeconvError
-from ..io.histpy_h5 import read_histogram
-from ..shell.response import FullDetectorResponse
-from ..simulate import simulate
+from ..errors import ProbdeconvError
+from ..io.atomic import os_error_hint
+from ..io.checkpoint import read_checkpoint_header
+from ..simulate import FILE_NAMES, simulate
 from ..version import __version__
-from .common import setup_logging
+from .common import (
+    Terminated,
+    check_output_directory,
+    claim_output_directory,
+    setup_logging,
+)
+from .info import info_command
 from .report import report_command
 from .run import run_command
 from .sample import sample_command
@@ -65,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nside", type=int, default=None, help="HEALPix NSIDE of model and PsiChi")
     s.add_argument("--seed", type=int, default=0, help="random seed of the counts")
     s.add_argument("--out", required=True, help="output directory")
-    s.add_argument("--overwrite", action="store_true", help="replace existing files")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier simulation in --out")
 
     r = sub.add_parser("run", parents=[common],
                        help="MAP imaging run (RL, RLsimple, MAP_RL) from a YAML file",
@@ -75,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", required=True,
                    help="data directory: a simulation (simulation.yml) or a dataset.yml "
                         "manifest {name, event, backgrounds: {key: file}, response, ccm}")
-    r.add_argument("--out", required=True, help="output directory")
+    r.add_argument("--out", required=True,
+                   help="output directory (created; must be empty unless --overwrite or "
+                        "--resume)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace the outputs of an earlier run in --out")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter by colon path, e.g. "
                         "deconvolution:parameter:iteration_max=50 (repeatable)")
@@ -96,7 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", required=True,
                     help="data directory: a simulation (simulation.yml) or a dataset.yml "
                          "manifest")
-    sp.add_argument("--out", required=True, help="output (posterior) directory")
+    sp.add_argument("--out", required=True,
+                    help="output (posterior) directory (created; must be empty unless "
+                         "--overwrite)")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace the outputs of an earlier run in --out")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a parameter by colon path, e.g. sampling:num_samples=2000 "
                          "(repeatable)")
@@ -127,44 +142,30 @@ def _global_flags(p: argparse.ArgumentParser, default) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0, 1 internal error, 2 bad input,
+    130 interrupted by Ctrl-C, 143 terminated by SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    setup_logging(args)
+    previous = _on_sigterm_raise()
     try:
-        if args.command == "simulate":
-            return _cmd_simulate(args)
-        if args.command == "run":
-
-            print(run_command(args))  # one-line summary of what was written
-            return 0
-        if args.command == "sample":
-
-            print(sample_command(args))  # one-line summary of what was written
-            return 0
-        if args.command == "info":
-            return _cmd_info(args)
-        if args.command == "report":
-
-            print(report_command(args))  # one-line summary of what was written
-            return 0
+        setup_logging(args)
+        return _dispatch(args)
     except BrokenPipeError:
         # the reader of our output went away (`probdeconv info f.h5 | head`): not an error;
         # point stdout at /dev/null so that the flush at exit does not fail again
         with contextlib.suppress(AttributeError, OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("probdeconv: interrupted (a checkpoint, if any, is kept; use --resume)",
-              file=sys.stderr)
-        return 130
-    except (ProbdeconvError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except KeyboardInterrupt as exc:
+        print(f"probdeconv: {interruption_message(args, exc)}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except (ProbdeconvError, OSError, MemoryError) as exc:
         if args.debug:
             raise
-        msg = " ".join(str(exc).split())
-        print(f"probdeconv: error: {msg}", file=sys.stderr)
+        print(f"probdeconv: error: {error_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
         if args.debug:
@@ -172,58 +173,83 @@ def main(argv: list[str] | None = None) -> int:
         print(f"probdeconv: internal error: {type(exc).__name__}: {exc} (run with --debug "
               "for the traceback)", file=sys.stderr)
         return 1
-    return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args) -> int:
+    if args.command == "simulate":
+        return _cmd_simulate(args)
+    if args.command == "info":
+        return info_command(args)
+    command = {"run": run_command, "sample": sample_command, "report": report_command}
+    print(command[args.command](args))  # one-line summary of what was written
+    return 0
+
+
+def _on_sigterm_raise():
+    """Make SIGTERM raise :class:`Terminated` (a KeyboardInterrupt) in the main thread, so
+    that it ends like Ctrl-C: checkpoint kept, one line, no traceback.  Returns the
+    previous handler (None when not in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an error of bad input or of the environment, in command-line words."""
+    if isinstance(exc, ProbdeconvError):
+        msg = str(exc)
+    elif isinstance(exc, MemoryError):
+        msg = (f"out of memory ({exc or 'an allocation failed'}); use a smaller NSIDE, fewer "
+               "bins or a smaller batch, or a machine with more memory")
+    else:  # OSError: a file the environment does not let us read or write
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        msg = f"{where}{os_error_hint(exc)}"
+    msg = " ".join(msg.split())
+    for api, cli in (("pass overwrite=True", "add --overwrite"),
+                     ("overwrite=True", "--overwrite"),
+                     ("resume=True", "--resume")):
+        msg = msg.replace(api, cli)
+    return msg
+
+
+def interruption_message(args, exc: KeyboardInterrupt) -> str:
+    """What an interrupted command left behind and how to go on, true for each subcommand."""
+    what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+    if args.command == "run":
+        ckpt = Path(args.out) / "checkpoint.npz"
+        header = read_checkpoint_header(ckpt) if ckpt.is_file() else None
+        if header is None:
+            return (f"{what} before the first checkpoint; nothing to resume: run the command "
+                    "again (with --overwrite).")
+        again = ["probdeconv", "run", str(args.config), "--data", str(args.data), "--out",
+                 str(args.out), *[a for item in args.set for a in ("--set", item)], "--resume"]
+        return (f"{what}; the checkpoint {ckpt} of iteration {header.get('iteration_count')} "
+                f"is kept: continue with `{shlex.join(again)}`.")
+    if args.command == "sample":
+        return (f"{what}; `probdeconv sample` cannot resume a sampler: run the command again "
+                "with --overwrite.")
+    if args.command == "simulate":
+        return (f"{what}; the simulation in {args.out} is incomplete: run the command again "
+                "with --overwrite.")
+    return f"{what}."
 
 
 def _cmd_simulate(args) -> int:
-    sim = simulate(sky=args.sky, nside=args.nside, seed=args.seed, out=args.out,
-                   overwrite=args.overwrite)
+    owned = (*FILE_NAMES.values(), ".*.tmp")
+    out = check_output_directory(args.out, overwrite=args.overwrite, owned=owned)
+    sim = simulate(sky=args.sky, nside=args.nside, seed=args.seed)
+    with claim_output_directory(out, overwrite=args.overwrite, owned=owned):
+        sim.write(out, overwrite=args.overwrite)
     print(f"simulated {args.sky} at NSIDE {sim.config.nside}, seed {args.seed}: "
           f"{int(sim.event.contents.sum())} counts; files in {Path(args.out).resolve()}")
     return 0
-
-
-def _cmd_info(args) -> int:
-
-    path = Path(args.file)
-    if not path.is_file():
-        raise FileFormatError(f"{path}: no such file.")
-    try:
-        with h5py.File(path, "r") as f:
-            groups = list(f.keys())
-            other = {k for k in groups if not (isinstance(f[k], h5py.Group)
-                                               and {"axes", "contents"} <= set(f[k]))}
-    except OSError as exc:
-        raise FileFormatError(f"{path}: not an HDF5 file ({exc}).") from exc
-    if "DRM" in groups:
-        with FullDetectorResponse.open(path) as rsp:
-            print(rsp)
-            _print_axes(rsp.axes)
-        return 0
-    if "DRM" not in groups and other == set(groups):
-        raise FileFormatError(f"{path}: no histogram (histpy groups with 'axes' and "
-                              f"'contents') and no 'DRM' response; groups: {groups}.")
-    for name in groups:
-        if name in other:
-            print(f"[{name}] not a histogram (skipped)")
-            continue
-        h = read_histogram(path, name=name)
-        kind = "sparse" if h.is_sparse else "dense"
-        total = float(h.contents.data.sum() if h.is_sparse else np.sum(np.asarray(h)))
-        print(f"[{name}] {kind}, unit {h.unit}, shape {h.axes.shape}, sum {total:.6g}")
-        _print_axes(h.axes)
-    return 0
-
-
-def _print_axes(axes) -> None:
-    """One line per histpy axis: label, bins, range, unit, HEALPix NSIDE / scheme / frame."""
-    for ax in axes:
-        e = np.asarray(getattr(ax.edges, "value", ax.edges))
-        extra = ""
-        if hasattr(ax, "nside"):
-            frame = getattr(ax.coordsys, "name", ax.coordsys)
-            extra = f" nside {ax.nside} {ax.scheme} {frame or ''}".rstrip()
-        print(f"  {ax.label}: {ax.nbins} bins [{e[0]:g}, {e[-1]:g}] {ax.unit or ''}{extra}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,16 +27,19 @@ import yaml
 from ..config import Parameters
 from ..config.priors import check_prior_section
 from ..errors import FileFormatError, ParameterError
-from ..io.posterior import MARKER
 from ..results.posterior import Posterior
 from ..results.sampling import sample
 from ..shell.problem import problem_from_parameters
 from ..version import __version__
 from .common import (
     apply_overrides,
+    check_output_directory,
+    claim_output_directory,
     fit_model_to_data,
     load_data_directory,
-    setup_logging,
+    mark_running,
+    read_run_record,
+    start_run_log,
     write_text,
 )
 
@@ -48,9 +51,14 @@ SECTIONS = ("model_definition", "prior", "sampling")
 
 
 def sample_command(args) -> str:
-    """Run the sampler of a YAML file on a data directory and write a posterior directory."""
+    """Run the sampler of a YAML file on a data directory and write a posterior directory.
+
+    Nothing is created before the inputs are validated; ``--out`` must be empty unless
+    ``--overwrite`` (which removes an earlier run's outputs first) and is locked while the
+    sampler writes into it.
+    """
     out = Path(args.out)
-    setup_logging(args, out)
+    check_output_directory(out, overwrite=args.overwrite)
     params = Parameters.open(args.config)
     apply_overrides(params, args.set, args.config, SECTIONS)
     if "sampling" not in params or "sampling:method" not in params:
@@ -59,7 +67,7 @@ def sample_command(args) -> str:
     check_prior_section(params.get("prior"), "prior")  # before the data are read
     data, truth = load_data_directory(args.data, dtype="float32" if args.float32 else "float64")
     if "model_definition" in params:
-        fit_model_to_data(params, data)
+        fit_model_to_data(params, data, args.set)
     prior = params.get("prior")
     problem = problem_from_parameters([data], prior.to_dict() if prior is not None else None)
     options = params["sampling"].to_dict()
@@ -69,18 +77,21 @@ def sample_command(args) -> str:
     if method != "laplace":
         options.setdefault("progress_bar", not args.quiet)
     options.setdefault("store_path", str(out / "draws.h5"))
-    (out / MARKER).unlink(missing_ok=True)  # the old posterior is replaced
-    params.dump(out / "config.yml")
-    t0 = time.perf_counter()
-    post = sample(problem, method, **options)
-    elapsed = time.perf_counter() - t0
-    meta = {"probdeconv_version": __version__, "python": platform.python_version(),
-            "command": "sample", "config": str(args.config), "data": str(args.data),
-            "overrides": list(args.set), "method": method, "seconds": round(elapsed, 3),
-            "dtype": "float32" if args.float32 else "float64"}
-    write_text(out / "run.yml", yaml.safe_dump(meta, sort_keys=False))
-    post.save(out)
-    post.report(out, truth=truth)
+    with claim_output_directory(out, overwrite=args.overwrite):
+        start_run_log(out)
+        mark_running(out, "sample")
+        params.dump(out / "config.yml")
+        t0 = time.perf_counter()
+        post = sample(problem, method, **options)
+        elapsed = time.perf_counter() - t0
+        meta = {"probdeconv_version": __version__, "python": platform.python_version(),
+                "command": "sample", "config": str(args.config), "data": str(args.data),
+                "overrides": list(args.set), "method": method, "seconds": round(elapsed, 3),
+                "dtype": "float32" if args.float32 else "float64"}
+        post.save(out)
+        post.report(out, truth=truth)
+        write_text(out / "run.yml", yaml.safe_dump({**meta, "status": "complete"},
+                                                   sort_keys=False))
     summ = post.diagnostics().summary()
     return (f"probdeconv: {method}, {post.chains} chain(s) x {post.n_draws} draws in "
           f"{elapsed:.1f} s (max R-hat {summ['max_rhat']:.4f}, min bulk ESS "
@@ -92,9 +103,7 @@ def posterior_report_command(args) -> str:
 
     d = Path(args.directory)
     post = Posterior.load(d)
-    meta = {}
-    if (d / "run.yml").is_file():
-        meta = yaml.safe_load((d / "run.yml").read_text()) or {}
+    meta = read_run_record(d)
     truth = None
     data_dir = args.data or meta.get("data")
     if data_dir and Path(data_dir).is_dir():

@@ -46,7 +46,7 @@ def os_error_hint(exc: OSError) -> str:
     'No space left on device; the disk is full: free space or write to another directory'
     """
     code = exc.errno
-    text = exc.strerror or str(exc)
+    text = os.strerror(code) if code in _HINTS else (exc.strerror or str(exc))
     if code is None:
         for candidate, words in ((errno.ENOSPC, "No space left"),
                                  (errno.EROFS, "Read-only file system"),

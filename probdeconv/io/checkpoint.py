@@ -36,7 +36,7 @@ from ..errors import DataError, FileFormatError
 from .atomic import atomic_target
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "array_fingerprint", "write_checkpoint",
-           "read_checkpoint"]
+           "read_checkpoint", "read_checkpoint_header"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,3 +153,23 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
                               f"this probdeconv reads version {CHECKPOINT_VERSION}. Start the "
                               "run afresh without resuming.")
     return members, header
+
+
+def read_checkpoint_header(path: str | os.PathLike) -> dict | None:
+    """The JSON header of a checkpoint without reading its arrays; ``None`` when the file is
+    missing or not a readable checkpoint (for messages, e.g. after an interruption).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "checkpoint.npz"
+    >>> _ = write_checkpoint(path, {"model": np.zeros(2)}, {"iteration_count": 7})
+    >>> read_checkpoint_header(path)["iteration_count"], read_checkpoint_header(path.parent)
+    (7, None)
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(bytes(z[HEADER]).decode())
+    except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile):
+        return None
+    return header if isinstance(header, dict) else None

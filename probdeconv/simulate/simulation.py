@@ -118,6 +118,18 @@ class Simulation:
     scatt: ScAttBins
     paths: dict[str, Path] = dataclasses.field(default_factory=dict)
 
+    def write(self, out: str | Path, overwrite: bool = False) -> None:
+        """Write the files of the simulation into ``out`` (what ``simulate(out=...)`` does).
+
+        Raises
+        ------
+        FileFormatError
+            A file exists and ``overwrite`` is False.
+        OutputError
+            A file cannot be written (disk full, read-only); it is not left half-written.
+        """
+        _write(self, Path(out), overwrite)
+
     @property
     def components(self) -> tuple[SkyComponent, ...]:
         """The sky components of the configuration (fluxes scaled)."""
@@ -321,12 +333,20 @@ def _write(sim: Simulation, out_dir: Path, overwrite: bool) -> None:
     for key in ("event", "background", "ccm", "truth"):
         if overwrite:
             paths[key].unlink(missing_ok=True)
-    write_full_detector_response(sim.response, paths["response"], overwrite=overwrite)
-    for key in ("ccm", "event", "background", "truth"):  # each atomically
-        write_histogram(getattr(sim, key), paths[key], overwrite=overwrite)
-    write_yaml({"format": _FORMAT, "config": sim.config.to_dict(),
-                "files": dict(FILE_NAMES), "summary": sim.summary(),
-                "scatt": sim.scatt.to_dict()}, paths["config"], overwrite=overwrite)
+    written = []
+    try:  # each file atomically; a failure removes the files of this call (no partial set)
+        write_full_detector_response(sim.response, paths["response"], overwrite=overwrite)
+        written.append(paths["response"])
+        for key in ("ccm", "event", "background", "truth"):
+            write_histogram(getattr(sim, key), paths[key], overwrite=overwrite)
+            written.append(paths[key])
+        write_yaml({"format": _FORMAT, "config": sim.config.to_dict(),
+                    "files": dict(FILE_NAMES), "summary": sim.summary(),
+                    "scatt": sim.scatt.to_dict()}, paths["config"], overwrite=overwrite)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     sim.paths = paths
     logger.info("wrote the simulation to %s", out_dir)
 
