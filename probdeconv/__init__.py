@@ -11,7 +11,11 @@ that no alias modules sit at the top level of the package.
 
 import sys as _sys
 
-import jax as _jax
+from .startup import guard_startup_interrupt
+
+guard_startup_interrupt()  # the `probdeconv` command: Ctrl-C while importing -> one line
+
+import jax as _jax  # noqa: E402
 
 _jax.config.update("jax_enable_x64", True)
 
