@@ -28,6 +28,7 @@ from histpy import Histogram
 from ..config import Parameters, validate_algorithm_parameters
 from ..errors import DataError, FileFormatError
 from ..io.checkpoint import read_checkpoint, write_checkpoint
+from .checks import check_initial_model, validate_mask
 from .data_collection import DataInterfaceCollection
 
 __all__ = ["DeconvolutionAlgorithmBase", "state_entry_name"]
@@ -63,8 +64,9 @@ class DeconvolutionAlgorithmBase(ABC):
             raise DataError("dataset: empty list; give at least one data interface "
                             "(e.g. DataIF_COSI_DC2.load(...)).")
         self.dataset = list(dataset)
-        self.mask = mask
-        self._check_mask()
+        self.mask = validate_mask(mask, initial_model.axes, "mask")
+        check_initial_model(initial_model, self.dataset, self.mask,
+                            "initial model (model_definition:initialization)")
         raw = parameter.to_dict() if isinstance(parameter, Parameters) else Parameters(
             parameter).to_dict()
         if self.parameter_schema or self.algorithm_name:
@@ -132,16 +134,6 @@ class DeconvolutionAlgorithmBase(ABC):
         new = self.initial_model.copy()
         new[:] = (np.asarray(values, dtype=np.float64) / self._to_flux) * self._model_unit
         return new
-
-    def _check_mask(self) -> None:
-        if self.mask is None:
-            return
-        shape = np.shape(np.asarray(self.mask))
-        want = self.initial_model.axes.shape
-        if shape != want:
-            raise DataError(f"mask has shape {shape}; expected {want} (the model axes "
-                            f"{self.initial_model.axes.labels.tolist()}). Build it as "
-                            "Histogram(model.axes, contents=np.ones(shape, bool)).")
 
     # ------------------------------------------------------------------ hooks
     # Each hook raises NotImplementedError, as cosipy's do: a subclass defines them all.
@@ -283,6 +275,11 @@ class DeconvolutionAlgorithmBase(ABC):
                     f"{want[0]} {want[1]} (the checkpoint was written for other data or "
                     "options, or by another probdeconv version). Start the run afresh "
                     "without --resume.")
+            if np.issubdtype(got.dtype, np.inexact) and not np.all(np.isfinite(got)):
+                raise FileFormatError(
+                    f"{path}: {self._describe_state_entry(name)} holds "
+                    f"{int(np.sum(~np.isfinite(got)))} NaN or infinite value(s); the "
+                    "checkpoint is damaged. Start the run afresh without --resume.")
             restored.append(jnp.asarray(got))
         self._state = jax.tree_util.tree_unflatten(treedef, restored)
         self.iteration_count = int(header["iteration_count"])

@@ -18,6 +18,7 @@ from histpy import Axes, Histogram
 
 from .. import forward as fm
 from ..errors import AxisMismatchError, DataError
+from .checks import check_dataset_contents, check_frames
 from .response import CoordsysConversionMatrix, FullDetectorResponse
 
 __all__ = ["ImageDeconvolutionDataInterfaceBase", "DataIF_COSI_DC2"]
@@ -276,6 +277,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
                             f"background {key!r}")
         for label in DATA_AXES_GALACTIC:
             _check_axis(ev.axes[label], rsp.axes[label], "event histogram", "response")
+        check_frames(name, ev.axes["PsiChi"], rsp.axes, None if ccm is None else ccm.axes)
         if ccm is not None:
             _check_axis(ev.axes[0], ccm.axes[0], "event histogram", "coordinate-conversion matrix")
             _check_axis(ccm.axes["NuLambda"], rsp.axes["NuLambda"],
@@ -318,6 +320,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         self._response_axes = rsp.axes
         self._image_response = None
         s = np.array(fm.exposure(self._forward))
+        check_dataset_contents(self.name, counts, dict(zip(keys, bkgs)), s)
         exp_unit = expected * u.sr * (u.s if ccm is not None else 1)  # CCM dwell times are in s
         self._exposure_map = Histogram(self._model_axes, contents=s, unit=exp_unit,
                                        copy_contents=False)

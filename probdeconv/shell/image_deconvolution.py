@@ -32,13 +32,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from histpy import Histogram
 from tqdm.auto import tqdm
 
 from ..config import Parameters, validate_run_parameters
 from ..errors import DataError, FileFormatError, ModelTypeError, ParameterError
 from ..io.checkpoint import array_fingerprint, read_checkpoint
 from .allsky_image import AllSkyImageModel
+from .checks import check_finite_iteration, check_model_grid, validate_mask
 from .data_collection import DataInterfaceCollection
 from .map_gradient import MAPGradient
 from .map_richardson_lucy import MAP_RichardsonLucy
@@ -106,11 +106,7 @@ class ImageDeconvolution:
 
     def set_mask(self, mask) -> None:
         """Set a boolean mask histogram on the model axes (True = free pixel)."""
-        if mask is not None and not isinstance(mask, Histogram):
-            raise DataError(f"set_mask: expected a histpy Histogram of bool on the model axes "
-                            f"(True = free pixel), got a {type(mask).__name__}; build it as "
-                            "Histogram(model.axes, contents=np.ones(shape, bool))")
-        self._mask = mask
+        self._mask = validate_mask(mask, None, "set_mask")
 
     def read_parameterfile(self, parameter_filepath) -> None:
         """Read a YAML parameter file (cosipy's layout; validated at :meth:`initialize`)."""
@@ -190,7 +186,9 @@ class ImageDeconvolution:
             raise DataError(
                 "model_definition:property:energy_edges differ from the response's Ei axis:\n"
                 f"  parameter file: {edges_model.tolist()}\n  response: {edges_data.tolist()}")
+        check_model_grid(model.axes[0], axes[0])
         if self._mask is not None:
+            self._mask = validate_mask(self._mask, model.axes, "set_mask")
             model = model.mask_pixels(self._mask)
         self._initial_model = model
         return True
@@ -359,6 +357,7 @@ class ImageDeconvolution:
         try:
             while not stop:
                 stop = algo.iteration()
+                check_finite_iteration(algo)  # before a NaN state reaches a checkpoint
                 r = algo.results[-1]
                 stat, value = _statistic(r)
                 shown = {stat: f"{value:.10g}"}

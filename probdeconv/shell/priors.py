@@ -52,6 +52,16 @@ def _values(model) -> jnp.ndarray:
     return jnp.asarray(np.asarray(c.value if isinstance(c, u.Quantity) else c, np.float64))
 
 
+def _coefficient(value: Any, path: str) -> float:
+    """A prior's coefficient: a finite number >= 0 (a negative one rewards what it should
+    penalise)."""
+    out = _number(value, path)
+    if out < 0:
+        raise ParameterError(f"{path}: got {value!r}; expected a number >= 0 (a negative "
+                             "coefficient turns the prior's penalty into a reward).")
+    return out
+
+
 def _per_model_unit(grad: jnp.ndarray, model) -> np.ndarray | u.Quantity:
     """A gradient with the unit inverse to the model's (a plain array without a unit)."""
     g = np.asarray(grad)
@@ -156,7 +166,7 @@ class PriorTSV(_JaxPrior):
         axis = model.axes[0]
         nest = bool(axis.is_nested)
         self.prior = priors.TSVPrior.build(
-            int(axis.nside), _number(self.coefficient, "prior:TSV:coefficient"), nest)
+            int(axis.nside), _coefficient(self.coefficient, "prior:TSV:coefficient"), nest)
         table = priors.neighbour_table(int(axis.nside), nest)  # [pix, 8]
         self.neighbour_pixel_index = table.T.copy()
         self.num_neighbour_pixels = np.sum(table != np.arange(table.shape[0])[:, None], axis=1)
@@ -201,5 +211,6 @@ class PriorEntropy(_JaxPrior):
         except (ValueError, TypeError, u.UnitsError) as err:
             raise ParameterError(f"prior:entropy:reference_map:unit: {ref.get('unit')!r} is "
                                  f"not a unit convertible to the model's ({model.unit}).") from err
-        self.prior = priors.EntropyPrior(_number(self.coefficient, "prior:entropy:coefficient"),
+        self.prior = priors.EntropyPrior(_coefficient(self.coefficient,
+                                                      "prior:entropy:coefficient"),
                                          jnp.asarray(reference))
