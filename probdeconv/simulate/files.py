@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 from histpy import HealpixAxis, Histogram
 
+from probdeconv.config.parameters import safe_load_yaml
 from probdeconv.errors import DataError, FileFormatError
 from probdeconv.io.atomic import atomic_target
 from probdeconv.io.drm import IMAGE_RESPONSE_AXES
@@ -136,7 +137,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise FileFormatError(f"{path}: no such file; expected the simulation.yml written by "
                               "probdeconv.simulate.simulate(out=...).")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise FileFormatError(f"{path}: not valid YAML ({exc}); regenerate it.") from exc
     if not isinstance(data, dict):
