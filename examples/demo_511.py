@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     for i, (name, cfg, sets) in enumerate(runs, start=2):
         print(f"[{i}/3] {name}: probdeconv run models/{cfg} ({args.iterations} iterations) ...")
         argv = ["--quiet", "run", str(ROOT / "models" / cfg), "--data", str(sim_dir),
-                "--out", str(out / name),
+                "--out", str(out / name), "--overwrite",  # the demo redoes its runs
                 "--set", f"deconvolution:parameter:iteration_max={args.iterations}",
                 "--set", "deconvolution:parameter:stopping_criteria:threshold=1.0e-3"]
         for s in sets:
