@@ -180,7 +180,7 @@ def bound_warnings(bkg_norm: dict, ranges: dict) -> list[str]:
 
     Examples
     --------
-    >>> bound_warnings({"bkg": 9.99998}, {"bkg": [0.01, 10.0]})[0][:58]
+    >>> bound_warnings({"bkg": 9.99998}, {"bkg": [0.01, 10.0]})[0][:57]
     "background normalisation 'bkg' = 9.99998 is on the upper "
     >>> bound_warnings({"bkg": 1.02}, {"bkg": [0.01, 10.0]})
     []
