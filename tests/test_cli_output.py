@@ -149,6 +149,21 @@ def test_an_interrupted_run_says_how_to_resume_and_report_refuses_the_mix(sims, 
     assert main(["report", str(out)]) == 0
 
 
+def test_a_killed_rerun_into_a_finished_directory_leaves_no_mix(sims, tmp_path, capsys,
+                                                                 monkeypatch):
+    out = tmp_path / "run"
+    assert _run(sims, out) == 0
+    monkeypatch.setattr("probdeconv.shell.image_deconvolution.ImageDeconvolution."
+                        "run_deconvolution",
+                        lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert _run(sims, out, "--overwrite", seed=2) == 130  # other data, killed at once
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not (out / "image.hdf5").exists() and not (out / "report.md").exists()
+    assert not (out / "checkpoint.npz").exists()  # the old run's outputs are all gone
+    assert main(["report", str(out)]) == 2
+    assert "has not finished" in _one_error_line(capsys)
+
+
 def test_sigterm_ends_like_ctrl_c(sims, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     monkeypatch.setattr("probdeconv.cli.run.write_outputs",
