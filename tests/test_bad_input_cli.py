@@ -13,7 +13,13 @@ import h5py
 import numpy as np
 import pytest
 
-from probdeconv import DataError, FileFormatError, ImageDeconvolution, ModelTypeError
+from probdeconv import (
+    DataError,
+    FileFormatError,
+    Histogram,
+    ImageDeconvolution,
+    ModelTypeError,
+)
 from probdeconv.cli.main import error_line, main
 from probdeconv.config import Parameters
 from probdeconv.errors import OutputError, ParameterError
@@ -252,3 +258,29 @@ def test_a_bootstrap_batch_that_cannot_fit_is_refused(sim, monkeypatch):
 def test_error_lines_speak_the_command_line(exc, needle):
     line = error_line(exc)
     assert needle in line and "\n" not in line and "overwrite=True" not in line
+
+
+def test_api_resume_refuses_a_checkpoint_of_other_data_or_mask(sim, tmp_path):
+    def deconv(data, n, mask=None):
+        d = ImageDeconvolution()
+        d.set_dataset([data])
+        d.set_mask(mask)
+        d.read_parameterfile(RL)
+        d.override_parameter("model_definition:property:nside = 1",
+                             f"deconvolution:parameter:iteration_max = {n}")
+        d.initialize()
+        return d
+
+    data = load_simulation(sim).dataif()
+    ckpt = tmp_path / "checkpoint.npz"
+    deconv(data, 2).run_deconvolution(checkpoint=ckpt)
+    other = simulate(sky="bulge511", nside=1, seed=9, phi_bins=6).dataif()
+    with pytest.raises(FileFormatError, match="written for other data: the event counts of "
+                                              "dataset 0"):
+        deconv(other, 3).run_deconvolution(checkpoint=ckpt, resume=True)
+    axes = data.exposure_map.axes
+    mask = Histogram(axes, contents=np.ones(axes.shape, bool))
+    mask[0, 0] = False
+    with pytest.raises(FileFormatError, match="another mask"):
+        deconv(data, 3, mask).run_deconvolution(checkpoint=ckpt, resume=True)
+    assert len(deconv(data, 3).run_deconvolution(checkpoint=ckpt, resume=True)) == 3
