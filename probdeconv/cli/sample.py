@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import yaml
+from tqdm.auto import tqdm
 
 from ..config import Parameters
 from ..config.priors import check_prior_section
@@ -74,8 +75,7 @@ def sample_command(args) -> str:
     method = str(options.pop("method"))
     if args.seed is not None:
         options["seed"] = int(args.seed)
-    if method != "laplace":
-        options.setdefault("progress_bar", not args.quiet)
+    options.setdefault("progress_bar", not args.quiet)  # every phase: start, sampling, draws
     options.setdefault("store_path", str(out / "draws.h5"))
     with claim_output_directory(out, overwrite=args.overwrite):
         start_run_log(out)
@@ -88,8 +88,15 @@ def sample_command(args) -> str:
                 "command": "sample", "config": str(args.config), "data": str(args.data),
                 "overrides": list(args.set), "method": method, "seconds": round(elapsed, 3),
                 "dtype": "float32" if args.float32 else "float64"}
-        post.save(out)
-        post.report(out, truth=truth)
+        with tqdm(total=2, desc="saving posterior", unit="step", disable=args.quiet,
+                  leave=False) as bar:
+            logger.info("sample: %s done in %.1f s; writing maps, draws and diagnostics",
+                        method, elapsed)
+            post.save(out)
+            bar.update()
+            logger.info("sample: writing the report")
+            post.report(out, truth=truth)
+            bar.update()
         write_text(out / "run.yml", yaml.safe_dump({**meta, "status": "complete"},
                                                    sort_keys=False))
     summ = post.diagnostics().summary()

@@ -6,6 +6,7 @@ See :mod:`probdeconv.forward` for the notation.  Pure, jit-able functions.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -27,6 +28,8 @@ __all__ = [
     "reduced_sky",
     "reduced_expectation",
     "reduced_log_likelihood",
+    "observed_log_likelihood",
+    "with_observed_counts",
     "reduced_backproject",
     "reduced_background_product",
     "summed_backproject",
@@ -181,6 +184,55 @@ def reduced_expectation(ds: Dataset, rsky: jax.Array, bkg_norm: jax.Array,
 def reduced_log_likelihood(ds: Dataset, rexp: jax.Array) -> jax.Array:
     """``Σ d log E − Σ E`` from a reduced expectation ``[E[obs], Σ E]``."""
     return jnp.sum(observed_counts(ds) * jnp.log(rexp[:-1])) - rexp[-1]
+
+
+def observed_log_likelihood(ds: Dataset, model: jax.Array, bkg_norm: jax.Array,
+                            almost_zero: float = ALMOST_ZERO) -> jax.Array:
+    """Poisson log-likelihood ``Σ d log E − Σ E`` of ``(model, bkg_norm)`` over the observed
+    bins and the totals: ``log_likelihood(ds, expected_counts(ds, model, bkg_norm))`` to
+    rounding, without forming ``E`` (nor its gradient) on the empty bins.
+
+    The sky part still takes one dense response product (``Σ E`` comes from the response's
+    row sums); logarithms, backgrounds and their gradients run over the observed bins only.
+
+    Examples
+    --------
+    >>> import numpy as np, jax.numpy as jnp
+    >>> from probdeconv.forward import make_dataset
+    >>> counts = np.zeros((2, 3, 12)); counts[0, 0, :3] = 4.0
+    >>> ds = make_dataset(counts, np.ones((12, 1, 2, 3, 12)), [np.ones((2, 3, 12))])
+    >>> lam, b = jnp.full((12, 1), 0.1), jnp.array([0.5])
+    >>> dense = log_likelihood(ds, expected_counts(ds, lam, b))
+    >>> bool(jnp.isclose(observed_log_likelihood(ds, lam, b), dense, rtol=1e-13))
+    True
+    """
+    rexp = reduced_expectation(ds, reduced_sky(ds, model), bkg_norm, almost_zero)
+    return reduced_log_likelihood(ds, rexp)
+
+
+def with_observed_counts(ds: Dataset, obs_counts: jax.Array) -> Dataset:
+    """The dataset with counts ``obs_counts`` at its observed bins and 0 elsewhere, its
+    observed-bin view kept (jit / vmap-able).
+
+    For counts that are zero wherever the data are — bootstrap replicates: a Poisson or
+    multinomial resample of ``d`` is 0 where ``d`` is — the reduced algorithms then run
+    over the observed bins only, with the same numbers as over the whole data space.
+    (:func:`~probdeconv.forward.with_counts` of traced counts has to take every bin.)
+
+    Examples
+    --------
+    >>> import numpy as np, jax.numpy as jnp
+    >>> from probdeconv.forward import make_dataset
+    >>> counts = np.zeros((2, 3, 12)); counts[0, 0, :3] = 4.0
+    >>> ds = make_dataset(counts, np.ones((12, 1, 2, 3, 12)))
+    >>> new = with_observed_counts(ds, 2.0 * observed_counts(ds))
+    >>> new.n_observed == ds.n_observed, float(new.counts.sum())
+    (True, 24.0)
+    """
+    obs_counts = jnp.asarray(obs_counts, ds.counts.dtype)
+    if ds.observes_all:
+        return dataclasses.replace(ds, counts=obs_counts.reshape(ds.counts.shape))
+    return dataclasses.replace(ds, counts=unobserved(ds, obs_counts), obs_counts=obs_counts)
 
 
 def reduced_backproject(ds: Dataset, h_obs: jax.Array) -> jax.Array:

@@ -7,7 +7,10 @@ runs the same RL iterations (:mod:`probdeconv.algorithms.em`, the algorithm of
 sampling variability of the *estimator* (RL stopped after ``iterations``), not a Bayesian
 posterior: with early stopping it includes RL's regularisation, and its mean is biased the
 way the estimator is.  Replicates run in vectorised batches (``jax.vmap`` over a
-``lax.scan`` of RL steps).
+``lax.scan`` of RL steps), over the observed bins of the data only: a resample is 0
+wherever the data are 0, so the reduced EM of :mod:`probdeconv.algorithms.em` runs
+unchanged on each replicate (:func:`probdeconv.forward.with_observed_counts`), with the
+memory and time of the observed bins, not of the whole data space.
 
 Examples
 --------
@@ -53,14 +56,15 @@ ALGORITHMS = ("RL", "MAP_RL")
 
 @functools.partial(jax.jit, static_argnames=("options", "iterations"))
 def _replicates(counts, datasets, params, image0, bkg0, options, iterations: int):
-    """EM maps ``[B, lb, Ei]`` and backgrounds ``[B, K]`` for a batch of count sets.
+    """EM maps ``[B, lb, Ei]`` and backgrounds ``[B, K]`` for a batch of count sets, each
+    given at the observed bins of its dataset (``[B, n_obs]`` per dataset).
 
     ``options`` is an :class:`em.EMOptions` (RL) or a :class:`map_em.MAPOptions` (MAP-RL).
     """
     step = map_em.step if isinstance(options, map_em.MAPOptions) else em.step
 
     def one(cs):
-        dss = tuple(fm.with_counts(ds, c) for ds, c in zip(datasets, cs))
+        dss = tuple(fm.with_observed_counts(ds, c) for ds, c in zip(datasets, cs))
         state = em.init(image0, bkg0, dss, params)
 
         def body(st, _):
@@ -74,6 +78,8 @@ def _replicates(counts, datasets, params, image0, bkg0, options, iterations: int
 
 
 def _resample(rng: np.random.Generator, counts: list[np.ndarray], how: str, n: int) -> list:
+    """``n`` resamples of each dataset's counts at its observed bins (``[n, n_obs]``): both
+    schemes give 0 wherever the data are 0, so the other bins need no draws."""
     if how == "poisson":
         return [rng.poisson(c, size=(n, *c.shape)).astype(c.dtype) for c in counts]
     sizes = [c.size for c in counts]
@@ -149,7 +155,7 @@ def run_bootstrap(problem: Problem, *, num_draws: int = 100, iterations: int = 5
     image0 = jnp.asarray(flat_start(problem) if init_image is None else init_image,
                          dtype=problem.dtype)
     bkg0 = cfg.bkg_fixed
-    counts = [np.asarray(ds.counts) for ds in problem.datasets]
+    counts = [np.asarray(fm.observed_counts(ds)) for ds in problem.datasets]  # [n_obs]
     observed = tuple(jnp.asarray(c)[None] for c in counts)
     est_img, est_bkg = _replicates(observed, problem.datasets, params, image0, bkg0, options,
                                    int(iterations))

@@ -13,8 +13,14 @@ the free background normalisations.  For Poisson data with expectation ``E(θ)``
 batches as ``F v = Jᵀ (w ⊙ J v)`` — one forward projection (:func:`jax.linearize` of
 :func:`probdeconv.forward.expected_counts`) and one back projection (its transpose) per
 column, summed over datasets.  The prior part ``−∇² log p(θ)`` enters as Hessian-vector
-products of the model's log-prior (:func:`~.model.log_posterior_terms`) in the same batches,
-so neither term needs more than ``batch × data`` memory besides the ``n × n`` result.
+products of the model's log-prior (:func:`~probdeconv.forward.posterior.log_prior_terms`)
+in the same batches, so neither term needs more than ``batch × data`` memory besides the
+``n × n`` result.
+
+The diagonal alone (``diagonal=True``, what the samplers' whitening needs) takes no column
+of ``F``: it is ``Σ_i w_i A_ij²``, a few back-projections of the squared response
+(:mod:`.fisher_diag`, exact: equal to the diagonal of the columns to rounding), plus the
+diagonal of the prior Hessian from Hessian-vector products of the log-prior alone.
 
 Examples
 --------
@@ -39,11 +45,12 @@ import numpy as np
 
 from .. import forward as fm
 from ..errors import ParameterError
-from ..forward.posterior import log_posterior_terms
+from ..forward.posterior import log_posterior_terms, log_prior_terms
 from ..forward.problem import Problem
+from .fisher_diag import PairPlan, data_diagonal
 
-__all__ = ["KINDS", "theta_to_model", "precision_matrix", "log_posterior_theta",
-           "cholesky_precision"]
+__all__ = ["KINDS", "theta_to_model", "precision_matrix", "data_diagonal_theta",
+           "prior_diagonal", "log_posterior_theta", "cholesky_precision"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +73,9 @@ def log_posterior_theta(theta, free, datasets, config) -> jax.Array:
     return log_posterior_terms(datasets, image, bkg, config).total
 
 
-def _log_prior_theta(theta, free, datasets, config) -> jax.Array:
-    image, bkg = theta_to_model(theta, free, config, fill=1.0)
-    terms = log_posterior_terms(datasets, image, bkg, config).log_prior
+def _log_prior_theta(theta, free, config) -> jax.Array:
+    image, bkg = theta_to_model(theta, free, config)  # masked pixels 0, as the posterior's
+    terms = log_prior_terms(image, bkg, config)
     return sum(terms.values(), jnp.zeros((), theta.dtype))
 
 
@@ -89,7 +96,7 @@ def _columns(theta, start, free, datasets, config, kind: str, batch: int, diagon
         weights = tuple(1.0 / e for e in expect)
     else:
         weights = tuple(ds.counts / (e * e) for ds, e in zip(datasets, expect))
-    grad_prior = jax.grad(lambda th: _log_prior_theta(th, free, datasets, config))
+    grad_prior = jax.grad(lambda th: _log_prior_theta(th, free, config))
 
     def column(v):
         de = f_jvp(v)  # [n] -> per ds [t, i]: J v
@@ -103,6 +110,49 @@ def _columns(theta, start, free, datasets, config, kind: str, batch: int, diagon
     return cols
 
 
+@functools.partial(jax.jit, static_argnames=("batch",))
+def _prior_diagonal(theta, start, free, config, batch: int):
+    """Entries ``start … start+batch`` of the diagonal of ``−∇² log p(θ)`` (prior only)."""
+    n = theta.shape[0]
+    idx = start + jnp.arange(batch)
+    basis = jax.nn.one_hot(idx, n, dtype=theta.dtype)  # rows past n are zero
+    grad_prior = jax.grad(lambda th: _log_prior_theta(th, free, config))
+    cols = jax.vmap(lambda v: jax.jvp(grad_prior, (theta,), (v,))[1])(basis)  # [batch, n]
+    return -jnp.take_along_axis(cols, jnp.minimum(idx, n - 1)[:, None], axis=1)[:, 0]
+
+
+def data_diagonal_theta(problem: Problem, theta: np.ndarray, *, kind: str = "expected",
+                        plans: list[PairPlan] | None = None) -> np.ndarray:
+    """Diagonal ``[n]`` of the Fisher information ``F`` at ``θ`` (no prior), from the squared
+    response (:func:`~.fisher_diag.data_diagonal`): no column of ``F`` is formed."""
+    free = jnp.asarray(problem.free_index)
+    image, bkg = theta_to_model(jnp.asarray(theta, problem.dtype), free, problem.config)
+    pix, bkg_diag = data_diagonal(problem.datasets, image, bkg, kind=kind, plans=plans)
+    parts = [np.asarray(pix).reshape(-1)[problem.free_index]]
+    if problem.config.bkg_free:
+        parts.append(np.asarray(bkg_diag))
+    return np.concatenate(parts).astype(np.float64)
+
+
+def prior_diagonal(problem: Problem, theta: np.ndarray) -> np.ndarray:
+    """Diagonal ``[n]`` of ``−∇² log p(θ)`` (the priors only), by Hessian-vector products of
+    the log-prior in batches (cheap: no data)."""
+    theta = jnp.asarray(theta, problem.dtype)
+    n = int(theta.shape[0])
+    out = np.zeros(n)
+    cfg = problem.config
+    if not (cfg.priors or cfg.image_prior != "flat" or (cfg.bkg_free and
+                                                         cfg.bkg_prior != "uniform")):
+        return out
+    free = jnp.asarray(problem.free_index)
+    batch = int(min(n, 512))
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        block = _prior_diagonal(theta, jnp.asarray(start), free, cfg, batch)
+        out[start:stop] = np.asarray(block)[: stop - start]
+    return out
+
+
 def _batch_size(problem: Problem, n: int) -> int:
     bins = sum(int(np.prod(ds.counts.shape)) for ds in problem.datasets)
     # a few data-sized arrays per column in flight: keep them within ~256 MB
@@ -110,7 +160,8 @@ def _batch_size(problem: Problem, n: int) -> int:
 
 
 def precision_matrix(problem: Problem, theta: np.ndarray, *, kind: str = "expected",
-                     diagonal: bool = False, batch_size: int | None = None) -> np.ndarray:
+                     diagonal: bool = False, batch_size: int | None = None,
+                     plans: list[PairPlan] | None = None) -> np.ndarray:
     """``F(θ) − ∇² log p(θ)``: the Laplace precision in ``θ = (λ_free, b_free)``.
 
     Parameters
@@ -122,9 +173,13 @@ def precision_matrix(problem: Problem, theta: np.ndarray, *, kind: str = "expect
     kind
         ``"expected"`` (``Jᵀ diag(1/E) J``) or ``"observed"`` (``Jᵀ diag(d/E²) J``).
     diagonal
-        Return only the diagonal ``[n]`` (memory ``O(n)``).
+        Return only the diagonal ``[n]``, from the squared response (:mod:`.fisher_diag`:
+        a few back-projections, no column of ``F``).
     batch_size
         Columns per compiled batch (default: from the data size, at most 64).
+    plans
+        :func:`~.fisher_diag.pair_plan` of each dataset, for ``diagonal=True`` (built when
+        not given; pass them to reuse them at several points).
 
     Returns
     -------
@@ -138,21 +193,19 @@ def precision_matrix(problem: Problem, theta: np.ndarray, *, kind: str = "expect
     if n != problem.n_params:
         raise ParameterError(f"theta has {n} entries; the problem has {problem.n_params} "
                              "parameters (free pixels + free backgrounds).")
+    if diagonal:
+        return (data_diagonal_theta(problem, theta, kind=kind, plans=plans)
+                + prior_diagonal(problem, theta))
     batch = int(batch_size or _batch_size(problem, n))
     free = jnp.asarray(problem.free_index)
-    out = np.empty(n if diagonal else (n, n), dtype=np.float64)
+    out = np.empty((n, n), dtype=np.float64)
     for start in range(0, n, batch):
         block = np.asarray(_columns(theta, jnp.asarray(start), free, problem.datasets,
-                                    problem.config, kind, batch, diagonal))
+                                    problem.config, kind, batch, False))
         stop = min(start + batch, n)
-        if diagonal:
-            out[start:stop] = block[: stop - start]
-        else:
-            out[start:stop] = block[: stop - start]
-    if not diagonal:
-        out = 0.5 * (out + out.T)
-    logger.debug("precision matrix (%s, %s) of %d parameters in batches of %d", kind,
-                 "diagonal" if diagonal else "full", n, batch)
+        out[start:stop] = block[: stop - start]
+    out = 0.5 * (out + out.T)
+    logger.debug("precision matrix (%s) of %d parameters in batches of %d", kind, n, batch)
     return out
 
 

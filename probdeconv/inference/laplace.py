@@ -4,23 +4,43 @@ Two spaces (``space``):
 
 - ``"log"`` (default, positive draws): the Gaussian ``N(û, H_u⁻¹)`` over the log-flux of
   the free pixels (and the unconstrained background normalisations), at the mode ``û``
-  of the log-space posterior (with its Jacobian, :func:`~.latent.find_mode`) and with
-  ``H_u = D (F + H_p) D + diag(c)`` (:func:`~.latent.log_space_precision`); the flux
-  draws are ``exp(u)``, i.e. log-normal.
+  of the log-space posterior (with its Jacobian, :func:`~.mode.find_mode`) and with
+  ``H_u = D (F + H_p) D + diag(c)`` (:func:`~.latent.log_space_precision`).  The pixel
+  marginals (``marginals``) are
+
+  - ``"gamma"`` (default): each pixel's draw is mapped through the normal and gamma
+    quantile functions onto ``Gamma(a_j, b_j)`` with ``a_j = 1/σ_j²``,
+    ``b_j = a_j e^{−û_j}`` (``σ_j² = (H_u⁻¹)_jj``) — the gamma distribution whose own
+    log-space Laplace approximation is this Gaussian marginal — keeping the Gaussian's
+    correlations (a Gaussian copula);
+  - ``"lognormal"``: ``λ = exp(u)``, the plain log-normal.
+
+  Both agree for bright pixels (``a_j ≫ 1``).  For a faint pixel (a few counts' worth of
+  information, ``a ~ 1``) the log-normal is far too wide and too high: for an exact
+  ``Gamma(1, b)`` posterior it has std ``√((e−1)e)/b ≈ 2.16/b`` against ``1/b`` and mean
+  ``1.65/b`` against ``1/b``; the gamma marginals are exact there.
 - ``"linear"``: ``N(θ̂, (F + H_p)⁻¹)`` at the flux-space MAP ``θ̂`` (``θ`` the free pixel
   fluxes and background normalisations) — the classical Laplace approximation; draws can
   be negative (their fraction is logged and recorded).
 
-``F`` is the Fisher information ``Jᵀ diag(1/E) J`` (``fisher="expected"``) or the observed
-``Jᵀ diag(d/E²) J`` of the forward model, built column by column in batches
+``F`` is the observed information ``Jᵀ diag(d/E²) J`` (``fisher="observed"``, the
+default: with it ``H_u`` is the exact negative Hessian of the log-space density, which the
+gamma marginals need — for a pixel without counts the expected information
+``Jᵀ diag(1/E) J`` (``fisher="expected"``) adds ``S λ`` to the log-space precision ``1``,
+a standard deviation too small by ``√2``) of the forward model, built column by column in
+batches
 (:mod:`.fisher`); ``H_p = −∇² log p`` the priors' Hessian, from Hessian-vector products of
 the model's log-prior.  Both are ``n × n`` with ``n`` the free parameters, restricted to
-the free pixels; masked pixels are 0 in every draw.
+the free pixels; masked pixels are 0 in every draw.  The dense precision is computed once,
+at the mode (:func:`~.start.prepare` with ``full=True``).
 
 Approximation error.  For one pixel with a ``Gamma(a, b)`` posterior, the log-space
-Laplace gives a log-normal with median ``a/b`` and ``σ² = 1/a``: mean too high by
-``≈ 1/(2a)`` relative, std exact to ``O(1/a)``; the linear-space one has mean
-``(a − 1)/b`` (low by ``1/a``) and std ``√(a−1)/b``.
+Laplace with gamma marginals is exact; with log-normal marginals it has median ``a/b`` and
+``σ² = 1/a``: mean too high by ``≈ 1/(2a)`` relative, std too wide by ``≈ 1/(2a)``
+(``× 2.16`` at ``a = 1``); the linear-space one has mean ``(a − 1)/b`` (low by ``1/a``)
+and std ``√(a−1)/b``.  Where the posterior of a pixel is not a gamma (a faint pixel under a
+bright background is closer to a truncated Gaussian), quote its quantiles (upper limits)
+rather than mean ± std (:meth:`probdeconv.results.posterior.Posterior.upper_limit_map`).
 
 Examples
 --------
@@ -31,6 +51,8 @@ Examples
 >>> p = Problem.from_datasets([ds])
 >>> draws = run_laplace(p, num_draws=4000, seed=1)
 >>> abs(float(draws.store.mean("image")[0, 0]) / 20.25 - 1) < 0.03  # exact: (80+1)/4
+True
+>>> abs(float(draws.store.var("image")[0, 0]) / (81 / 16) - 1) < 0.1  # exact: 81/4²
 True
 """
 
@@ -44,19 +66,43 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg as sla
+from scipy.special import gammainccinv, gammaincinv, ndtr
+from tqdm.auto import tqdm
 
 from ..errors import ParameterError
 from ..forward.problem import Problem
 from .draws import Draws, DrawStore
 from .fisher import cholesky_precision, precision_matrix, theta_to_model
-from .latent import Latent, latent_to_flux
+from .latent import Latent, bkg_transform, latent_to_flux, log_space_precision
 from .start import Start, prepare
 
-__all__ = ["SPACES", "run_laplace", "cholesky_precision"]
+__all__ = ["SPACES", "MARGINALS", "run_laplace", "cholesky_precision", "gamma_marginals"]
 
 logger = logging.getLogger(__name__)
 
 SPACES = ("log", "linear")
+MARGINALS = ("gamma", "lognormal")
+
+
+def gamma_marginals(du: np.ndarray, center: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Fluxes ``[draws, n]`` from log-space deviations ``du`` with Gaussian marginals
+    ``N(0, sd²)`` around ``center``: each through ``Φ`` and the quantile function of
+    ``Gamma(a, b)``, ``a = 1/sd²``, ``b = a e^{−center}`` (the gamma whose log-space
+    Laplace approximation is ``N(center, sd²)``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = gamma_marginals(np.array([[0.0], [1.0]]), np.log([2.0]), np.array([1.0]))
+    >>> [round(float(v), 4) for v in x[:, 0]]   # Gamma(1, 1/2): median 2 ln 2, q(Φ(1))
+    [1.3863, 3.682]
+    """
+    a = 1.0 / np.square(sd)
+    b = a * np.exp(-np.asarray(center))
+    x = du / sd
+    low = gammaincinv(a, ndtr(np.minimum(x, 0.0)))  # lower tail, accurate near 0
+    high = gammainccinv(a, ndtr(-np.maximum(x, 0.0)))  # upper tail, accurate near 1
+    return np.where(x <= 0.0, low, high) / b
 
 
 @jax.jit
@@ -68,28 +114,51 @@ def _linear_to_flux(theta_draws, free, config):
     return jax.vmap(one)(theta_draws)
 
 
-def run_laplace(problem: Problem, *, space: str = "log", num_draws: int = 1000, seed: int = 0,
-                fisher: str = "expected", max_params: int = 8192,
+def _gamma_draws(problem: Problem, du: np.ndarray, center: np.ndarray, sd: np.ndarray):
+    """Images ``[draws, lb, Ei]`` (gamma marginals) and backgrounds ``[draws, K]``."""
+    n_img = problem.n_free
+    images = np.zeros((du.shape[0], int(np.prod(problem.model_shape))))
+    images[:, problem.free_index] = gamma_marginals(du[:, :n_img], center[:n_img],
+                                                    sd[:n_img])
+    images = images.reshape(du.shape[0], *problem.model_shape)
+    cfg = problem.config
+    if not cfg.bkg_free:
+        return images, np.broadcast_to(np.asarray(cfg.bkg_fixed), (du.shape[0], cfg.n_bkg))
+    bkgs = np.asarray(bkg_transform(cfg)(jnp.asarray(center[n_img:] + du[:, n_img:])))
+    return images, bkgs
+
+
+def run_laplace(problem: Problem, *, space: str = "log", marginals: str = "gamma",
+                num_draws: int = 1000, seed: int = 0,
+                fisher: str = "observed", max_params: int = 8192,
                 batch_draws: int | None = None, backend: Any = None,
                 batch_size: int | None = None, start: Start | None = None,
-                **prepare_options: Any) -> Draws:
+                progress_bar: bool = False, **prepare_options: Any) -> Draws:
     """Draws from the Laplace approximation of the posterior.
 
     Parameters
     ----------
     space
-        ``"log"`` (log-normal draws, default) or ``"linear"`` (Gaussian in flux).
+        ``"log"`` (positive draws, default) or ``"linear"`` (Gaussian in flux).
+    marginals
+        Pixel marginals in log space: ``"gamma"`` (default) or ``"lognormal"`` (see the
+        module docstring).
     num_draws, seed
         Number of draws and their random seed.
     fisher
-        ``"expected"`` or ``"observed"`` Fisher information (:mod:`.fisher`).
+        ``"observed"`` (default) or ``"expected"`` Fisher information (:mod:`.fisher`).
     max_params
         Largest number of free parameters for the dense ``n × n`` precision.
     batch_size
         Columns of the precision built per compiled batch.
+    progress_bar
+        Progress bars for the start (MAP, mode) and the draws.
     """
     if space not in SPACES:
         raise ParameterError(f"space: got {space!r}; valid choices: {', '.join(SPACES)}.")
+    if marginals not in MARGINALS:
+        raise ParameterError(f"marginals: got {marginals!r}; valid choices: "
+                             f"{', '.join(MARGINALS)}.")
     if int(num_draws) != num_draws or num_draws < 1:
         raise ParameterError(f"num_draws: got {num_draws!r}; expected an integer >= 1.")
     n = problem.n_params
@@ -99,15 +168,18 @@ def run_laplace(problem: Problem, *, space: str = "log", num_draws: int = 1000, 
                              "max_params, or use method='svi'.")
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    if start is None or (space == "log" and start.precision is None):
+    if start is None:
         start = prepare(problem, full=(space == "log"), precondition="none", fisher=fisher,
-                        batch_size=batch_size, **prepare_options)
+                        batch_size=batch_size, progress_bar=progress_bar, **prepare_options)
     timings.update({f"start_{k}": v for k, v in start.seconds.items()})
     t0 = time.perf_counter()
     free = jnp.asarray(problem.free_index)
     if space == "log":
-        h = start.precision
         center = start.latent.center
+        h = start.precision
+        if h is None or (start.notes or {}).get("fisher") != fisher:  # once, at the mode
+            _, h = log_space_precision(problem, np.asarray(center), kind=fisher,
+                                       batch_size=batch_size)
     else:
         theta = np.concatenate([np.asarray(start.map_image).ravel()[problem.free_index]]
                                + ([np.asarray(start.map_bkg)] if problem.config.bkg_free
@@ -115,6 +187,9 @@ def run_laplace(problem: Problem, *, space: str = "log", num_draws: int = 1000, 
         h = precision_matrix(problem, theta, kind=fisher, batch_size=batch_size)
         center = jnp.asarray(theta, problem.dtype)
     chol = cholesky_precision(np.asarray(h))
+    gamma = space == "log" and marginals == "gamma"
+    if gamma:  # marginal standard deviations: diag(H⁻¹) = column norms² of L⁻¹
+        sd = np.sqrt(np.sum(sla.solve_triangular(chol, np.eye(n), lower=True) ** 2, axis=0))
     timings["precision"] = time.perf_counter() - t0 + start.seconds.get("precision", 0.0)
     shapes = {"image": problem.model_shape}
     if problem.config.bkg_free:
@@ -126,11 +201,15 @@ def run_laplace(problem: Problem, *, space: str = "log", num_draws: int = 1000, 
     latent = Latent(free, jnp.asarray(center), jnp.ones(n, problem.dtype))
     t0 = time.perf_counter()
     done, negative = 0, 0
+    bar = tqdm(total=int(num_draws), desc="Laplace draws", unit="draw",
+               disable=not progress_bar, leave=False)
     while done < num_draws:
         take = min(batch, num_draws - done)
         eps = rng.standard_normal((n, take))
         dz = sla.solve_triangular(chol.T, eps, lower=False).T  # L⁻ᵀ ε ~ N(0, H⁻¹)
-        if space == "log":
+        if gamma:
+            images, bkgs = _gamma_draws(problem, dz, np.asarray(center), sd)
+        elif space == "log":
             images, bkgs = latent_to_flux(jnp.asarray(dz), problem.config, latent)
         else:
             images, bkgs = _linear_to_flux(center + jnp.asarray(dz), free, problem.config)
@@ -140,9 +219,12 @@ def run_laplace(problem: Problem, *, space: str = "log", num_draws: int = 1000, 
             chunk["bkg_norm"] = np.asarray(bkgs)[None]
         store.append(chunk)
         done += take
+        bar.update(take)
+    bar.close()
     timings["draws"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     settings = {"method": "laplace", "space": space, "fisher": fisher,
+                "marginals": marginals if space == "log" else "normal",
                 "num_draws": int(num_draws), "seed": int(seed), "n_params": int(n)}
     if space == "linear":
         frac = negative / max(num_draws * problem.n_free, 1)

@@ -16,7 +16,8 @@ Why this parameterisation.
   makes the Poisson posterior of a pixel close to Gaussian (a gamma posterior is nearly
   log-normal), so NUTS needs neither reflections nor tiny steps near zero.
 - ``center`` is the mode of the log-flux posterior (with its Jacobian): it starts at the
-  MAP image (:func:`~.map.map_run`) and is refined in log space by L-BFGS; unlike the
+  MAP image (:func:`~.map.map_run`) and is refined in log space by L-BFGS
+  (:func:`~.mode.find_mode`); unlike the
   flux-space MAP, it is finite for pixels whose MAP is 0.
 - ``scale = 1/√diag(H_u)`` with ``H_u`` the Laplace precision in log space (Fisher
   information of the forward model plus the prior Hessian, :mod:`.fisher`): ``z`` has
@@ -38,7 +39,6 @@ never enter ``z``), so the sampler sees no flat directions.
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import NamedTuple
 
@@ -47,7 +47,6 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-import optax
 import scipy.linalg as sla
 from numpyro import handlers
 from numpyro.distributions import constraints
@@ -55,12 +54,18 @@ from numpyro.distributions.transforms import biject_to
 
 from ..forward.posterior import bkg_inside_support, log_posterior
 from ..forward.problem import Problem
-from .fisher import cholesky_precision, log_posterior_theta, precision_matrix
+from .fisher import (
+    cholesky_precision,
+    data_diagonal_theta,
+    log_posterior_theta,
+    precision_matrix,
+    prior_diagonal,
+)
 from .model import bkg_support, sky_model
 
 __all__ = ["Latent", "bkg_transform", "to_model", "latent_to_flux", "latent_model",
-           "latent_log_density", "start_vector", "find_mode", "log_space_precision",
-           "whitening"]
+           "latent_log_density", "start_vector", "log_posterior_gradient", "theta_of",
+           "log_space_precision", "whitening"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,68 +142,52 @@ def latent_log_density(z, datasets, config, latent: Latent) -> jax.Array:
     return log_posterior(datasets, image, bkg, config) + log_jac
 
 
-@functools.partial(jax.jit, static_argnames=("max_iterations",))
-def _lbfgs_mode(z0, datasets, config, latent, max_iterations: int, tolerance):
-    """Maximise :func:`latent_log_density` by L-BFGS (zoom line search) from ``z0``."""
+def start_vector(problem: Problem, image: np.ndarray, bkg: np.ndarray, *,
+                 gradient: np.ndarray | None = None,
+                 curvature: np.ndarray | None = None) -> np.ndarray:
+    """Unconstrained ``u`` of ``(image, bkg)``, a start for the log-space mode search.
 
-    def f(z):
-        value = -latent_log_density(z, datasets, config, latent)
-        return jnp.where(jnp.isfinite(value), value, jnp.inf)
+    Without ``gradient``: pixels at 0 are floored at 10⁻³ of the mean.  With ``gradient``
+    ``g`` and ``curvature`` ``F`` (``[n_free]``: the log-posterior's gradient and the
+    diagonal of its negative Hessian in flux at ``image``, e.g. a MAP), each pixel starts at
+    its own log-space mode given the others, from the quadratic expansion
+    ``g (θ − θ̂) − F (θ − θ̂)²/2 + log θ``:
 
-    opt = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30))
-    value_and_grad = optax.value_and_grad_from_state(f)
+        θ = [g + F θ̂ + √((g + F θ̂)² + 4F)] / (2F),
 
-    def cond(carry):
-        _, _, i, change, _ = carry
-        return (i < max_iterations) & (change > tolerance)
-
-    def body(carry):
-        z, state, i, _, value = carry
-        v, g = value_and_grad(z, state=state)
-        updates, new_state = opt.update(g, state, z, value=v, grad=g, value_fn=f)
-        new_z = optax.apply_updates(z, updates)
-        new_value = optax.tree.get(new_state, "value")
-        ok = jnp.isfinite(new_value) & (new_value <= v)
-        change = jnp.where(ok, jnp.abs(v - new_value) / jnp.maximum(1.0, jnp.abs(v)), 0.0)
-        return (jnp.where(ok, new_z, z), jax.tree.map(lambda a, b: jnp.where(ok, a, b),
-                                                      new_state, state),
-                i + 1, change, jnp.where(ok, new_value, v))
-
-    init = (z0, opt.init(z0), jnp.asarray(0), jnp.asarray(jnp.inf, z0.dtype), f(z0))
-    z, _, n, change, value = jax.lax.while_loop(cond, body, init)
-    return z, -value, n
-
-
-def start_vector(problem: Problem, image: np.ndarray, bkg: np.ndarray) -> np.ndarray:
-    """Unconstrained ``u`` of ``(image, bkg)``: zero pixels floored at 10⁻³ of the mean."""
+    exact for a one-pixel Poisson-gamma posterior; a pixel whose MAP is 0 (``g < 0``) starts
+    near ``1/|g|`` instead of an arbitrary floor, so the whitening there is already that of
+    the mode.  Pixels where the formula is not finite and positive keep the floor.
+    """
     cfg = problem.config
     free = problem.free_index
     vals = np.asarray(image, dtype=np.float64).ravel()[free]
     positive = vals[vals > 0]
     floor = 1e-3 * float(positive.mean()) if positive.size else 1e-10
-    u_img = np.log(np.maximum(vals, floor))
-    parts = [u_img]
+    start = np.maximum(vals, floor)
+    if gradient is not None and curvature is not None:
+        g = np.asarray(gradient, dtype=np.float64)
+        f = np.asarray(curvature, dtype=np.float64)
+        b = g + f * vals
+        with np.errstate(all="ignore"):
+            quad = np.where(f > 0, (b + np.sqrt(b * b + 4.0 * f)) / (2.0 * f),
+                            np.where(g < 0, -1.0 / g, np.nan))
+        start = np.where(np.isfinite(quad) & (quad > 0), quad, start)
+    parts = [np.log(start)]
     if cfg.bkg_free:
         b = bkg_inside_support(cfg, np.asarray(bkg, dtype=np.float64))
         parts.append(np.asarray(bkg_transform(cfg).inv(b)))
     return np.concatenate(parts)
 
 
-def find_mode(problem: Problem, u0: np.ndarray, *, scale: np.ndarray | None = None,
-              max_iterations: int = 500, tolerance: float = 1e-11):
-    """Mode of the log-flux posterior by L-BFGS from ``u0`` (:func:`start_vector`).
+def log_posterior_gradient(problem: Problem, theta: np.ndarray) -> np.ndarray:
+    """Gradient ``[n_params]`` of the log-posterior in ``θ`` (flux, backgrounds)."""
+    return np.asarray(_theta_gradient(jnp.asarray(theta, problem.dtype),
+                                      jnp.asarray(problem.free_index), problem.datasets,
+                                      problem.config))
 
-    ``scale`` preconditions the search (``u = u0 + scale ⊙ z``).  Returns
-    ``(u, log_density, iterations)``.
-    """
-    u0 = jnp.asarray(u0, dtype=problem.dtype)
-    scale = jnp.ones_like(u0) if scale is None else jnp.asarray(scale, dtype=problem.dtype)
-    latent = Latent(jnp.asarray(problem.free_index), u0, scale)
-    cfg = problem.config
-    z, value, n = _lbfgs_mode(jnp.zeros_like(u0), problem.datasets, cfg, latent,
-                              int(max_iterations), jnp.asarray(tolerance, u0.dtype))
-    dz = scale @ z if scale.ndim == 2 else scale * z
-    return np.asarray(u0 + dz), float(value), int(n)
+
+_theta_gradient = jax.jit(jax.grad(log_posterior_theta))
 
 
 def _transform(u: jax.Array, n_img: int, config):
@@ -232,25 +221,39 @@ def _chain_terms(u, free, datasets, config):
     return theta, t1, -g * t2 - l2
 
 
+def theta_of(problem: Problem, u: np.ndarray) -> np.ndarray:
+    """``θ = T(u)``: the free pixel fluxes and background normalisations at ``u``."""
+    return np.asarray(_transform(jnp.asarray(u, problem.dtype), problem.n_free,
+                                 problem.config))
+
+
 def log_space_precision(problem: Problem, u: np.ndarray, *, kind: str = "expected",
-                        diagonal: bool = False, batch_size: int | None = None):
+                        diagonal: bool = False, batch_size: int | None = None,
+                        data_diagonal: np.ndarray | None = None, plans=None):
     """Laplace precision of the log-space density at ``u``: ``D (F + H_p) D + diag(c)``.
 
     ``D = diag(T'(u))`` and ``c = −g ⊙ T'' − (log|T'|)''`` (``g`` the gradient of the
     log-posterior in ``θ``): the exact negative Hessian of ``log p(T(u)) + log|T'(u)|``
     when ``kind = "observed"``, its Fisher version otherwise.  Returns ``(θ, H_u)``.
+
+    With ``diagonal=True`` only the diagonal is computed, from the squared response
+    (:func:`~.fisher.data_diagonal_theta`, a few back-projections); ``data_diagonal``
+    gives the Fisher part ``diag F`` computed at another point instead (the prior and
+    chain-rule terms are always those at ``u``).  ``plans`` are the datasets'
+    :func:`~.fisher_diag.pair_plan`.
     """
     free = jnp.asarray(problem.free_index)
     theta, t1, c = _chain_terms(jnp.asarray(u, dtype=problem.dtype), free, problem.datasets,
                                 problem.config)
-    t1, c = np.asarray(t1), np.asarray(c)
-    h = precision_matrix(problem, np.asarray(theta), kind=kind, diagonal=diagonal,
-                         batch_size=batch_size)
+    theta, t1, c = np.asarray(theta), np.asarray(t1), np.asarray(c)
     if diagonal:
-        return np.asarray(theta), h * t1 * t1 + c
+        f = (data_diagonal_theta(problem, theta, kind=kind, plans=plans)
+             if data_diagonal is None else np.asarray(data_diagonal))
+        return theta, (f + prior_diagonal(problem, theta)) * t1 * t1 + c
+    h = precision_matrix(problem, theta, kind=kind, batch_size=batch_size)
     h = h * t1[:, None] * t1[None, :]
     h[np.diag_indices_from(h)] += c
-    return np.asarray(theta), h
+    return theta, h
 
 
 def whitening(h: np.ndarray) -> np.ndarray:

@@ -50,7 +50,7 @@ import collections
 import dataclasses
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -324,7 +324,8 @@ def build_run(options: MAPOptions, chunk: int):
 def map_run(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Dataset],
             config: SkyModelConfig, options: MAPOptions | None = None, *,
             max_iterations: int = 1000, tolerance: float = 1e-12, minimum_flux: float = 0.0,
-            state: MAPState | None = None, chunk: int = 100) -> MAPResult:
+            state: MAPState | None = None, chunk: int = 100,
+            callback: Callable[[int, float], Any] | None = None) -> MAPResult:
     """Run :func:`map_step` until the log-posterior stops increasing.
 
     Converged when one step changes the log-posterior by at most
@@ -340,6 +341,8 @@ def map_run(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Dat
         Relative change of the log-posterior that counts as converged.
     chunk
         Steps per compiled ``while_loop`` call (see :func:`build_run`).
+    callback
+        Called as ``callback(steps, log_posterior)`` after each chunk (e.g. a progress bar).
 
     Returns
     -------
@@ -361,6 +364,8 @@ def map_run(image0: jax.Array, bkg0: jax.Array | None, datasets: Sequence[fm.Dat
         n, done, ok = int(n), bool(done), bool(ok)
         history.append(np.asarray(hist)[:n])
         steps += n
+        if callback is not None:
+            callback(steps, float(state.log_posterior))
     history = np.concatenate(history)
     converged = done and (ok or options.optimizer == "lbfgs")
     if not ok and options.optimizer != "lbfgs":

@@ -129,6 +129,7 @@ def run_mcmc(problem: Problem, *, method: str = "nuts", num_warmup: int = 500,
         raise ParameterError(f"target_accept: got {target_accept!r}; expected a number in "
                              "(0, 1), e.g. 0.8.")
     t_all = time.perf_counter()
+    prepare_options.setdefault("progress_bar", progress_bar)
     start, timings, latent, n, init = begin(problem, start, prepare_options)
     if method == "nuts":
         kernel = NUTS(latent_model, target_accept_prob=target_accept, dense_mass=dense_mass,
@@ -146,7 +147,7 @@ def run_mcmc(problem: Problem, *, method: str = "nuts", num_warmup: int = 500,
     per_chunk = -(-draws_out // n_chunks)  # equal chunks: one compiled sampler
     mcmc = MCMC(kernel, num_warmup=int(num_warmup), num_samples=per_chunk * int(thinning),
                 num_chains=int(chains), thinning=int(thinning), chain_method=chain_method,
-                progress_bar=progress_bar)
+                progress_bar=progress_bar, jit_model_args=True)
     key = jax.random.PRNGKey(int(seed))
     key, sub = jax.random.split(key)
     spread = init_spread * jax.random.normal(sub, (int(chains), n), dtype=problem.dtype)

@@ -15,8 +15,10 @@ listed in :func:`sky_model`:
 - ``"bkg_norm"`` (``[K]``, only when the background normalisations are free): uniform on
   its range, or the (truncated, unnormalised) gamma prior of MAP-RL (``"gamma_bkg"``
   factor); otherwise the fixed vector ``config.bkg_fixed`` is used and there is no site;
-- ``"obs_<i>"``: ``Poisson(E).to_event(2)`` for dataset ``i``, ``E`` from
-  :func:`probdeconv.forward.expected_counts` (never re-derived here).
+- ``"obs_<i>"``: the Poisson log-likelihood of dataset ``i`` as a factor,
+  ``Σ d log E − Σ E − Σ log d!`` over its observed bins and totals
+  (:func:`probdeconv.forward.observed_log_likelihood`, never re-derived here): the value of
+  ``Poisson(E).to_event(2)`` at the counts, without forming ``E`` on the empty bins.
 
 Masked pixels.  The ``"image"`` site always has the full ``[lb, Ei]`` shape; its log-density
 is masked (``dist.mask``) so that masked entries contribute nothing, and the image that
@@ -49,6 +51,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from jax.scipy.special import gammaln
 from numpyro.distributions import constraints
 
 from .. import forward as fm
@@ -128,5 +131,7 @@ def sky_model(datasets: Sequence[fm.Dataset], config: SkyModelConfig) -> None:
         if name not in _IN_SITES[config.image_prior, config.gamma_proper]:
             numpyro.factor(name, value)
     for i, ds in enumerate(datasets):
-        expected = fm.expected_counts(ds, image, bkg_norm)  # [t, i]
-        numpyro.sample(f"obs_{i}", dist.Poisson(expected).to_event(2), obs=ds.counts)
+        d = fm.observed_counts(ds)  # [n_obs]
+        log_d_factorial = jnp.sum(gammaln(d + 1.0))
+        numpyro.factor(f"obs_{i}", fm.observed_log_likelihood(ds, image, bkg_norm)
+                       - log_d_factorial)

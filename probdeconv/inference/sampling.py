@@ -37,7 +37,7 @@ from .bootstrap import run_bootstrap
 from .draws import Draws
 from .laplace import run_laplace
 from .mcmc import run_mcmc
-from .start import prepare
+from .start import mask_unexposed, prepare
 from .svi import run_svi
 
 __all__ = ["SAMPLING_METHODS", "sampler_options", "sample_draws"]
@@ -86,6 +86,9 @@ def sample_draws(problem: Problem, method: str = "nuts", *, also_valid: Sequence
         ``chains``, ``seed``, ``target_accept``, ``dense_mass``; ``num_samples`` is also
         accepted for the other methods (their number of draws).
 
+    Free pixels without exposure are masked first under an improper image prior
+    (:func:`~.start.mask_unexposed`).
+
     Raises
     ------
     ParameterError
@@ -107,4 +110,4 @@ def sample_draws(problem: Problem, method: str = "nuts", *, also_valid: Sequence
                              f"{', '.join(sorted((valid - {'method'}) | set(also_valid)))}.")
     logger.info("sampling with %s: %s", method,
                 {k: v for k, v in options.items() if k != "start"})
-    return _RUNNERS[method](problem, **options)
+    return _RUNNERS[method](mask_unexposed(problem), **options)

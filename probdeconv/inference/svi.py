@@ -6,6 +6,14 @@ in ``z`` is a log-normal in flux.  It starts at ``z = 0`` (the log-space mode) w
 ``init_scale`` (the whitening makes ``z`` about unit scale), is fitted by ``optax.adam``
 with an exponentially decaying learning rate, and posterior draws come from the fitted
 guide (``guide.sample_posterior``) in batches appended to a :class:`~.draws.DrawStore`.
+The fit runs in about 20 compiled chunks of steps (a progress bar; the datasets are
+arguments of the compiled loop, not constants in it).
+
+Timings (``Draws.timings``, seconds) cover the whole run: ``start_map``, ``start_mode``,
+``start_precision`` (the common start, :func:`~.start.prepare`; absent when a prepared
+``start`` is passed), ``init`` (the guide's set-up), ``compile`` (compiling the fit
+loop), ``fit`` (the optimisation steps), ``draws`` (drawing and storing) and ``total``
+(all of it, from the call to the return).
 
 Approximation error.  For one pixel with a ``Gamma(a, b)`` posterior the best log-normal
 (the minimum of ``KL(q‖p)``) has the exact mean ``a/b`` and a standard deviation larger by
@@ -31,10 +39,12 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoLowRankMultivariateNormal, AutoNormal
+from tqdm.auto import tqdm
 
 from ..errors import ParameterError
 from ..forward.problem import Problem
@@ -47,6 +57,43 @@ __all__ = ["GUIDES", "run_svi"]
 logger = logging.getLogger(__name__)
 
 GUIDES = ("normal", "lowrank")
+
+_PROGRESS_CHUNKS = 20
+"""The fit runs in about this many compiled chunks of steps (one progress update each)."""
+
+
+def _fit_chunk(svi: SVI, length: int):
+    """``run(state, limit, *model_args)``: up to ``length`` SVI steps in one compiled loop.
+
+    The datasets are arguments of the compiled loop (never constants baked into it); the
+    losses of the ``limit`` steps taken are returned in a ``[length]`` buffer (NaN beyond).
+    """
+
+    def run(state, limit, datasets, config, latent):
+        def body(i, carry):
+            st, losses = carry
+            st, loss = svi.update(st, datasets, config, latent)
+            return st, losses.at[i].set(loss)
+
+        losses = jnp.full(length, jnp.nan, dtype=latent.center.dtype)
+        return jax.lax.fori_loop(0, limit, body, (state, losses))
+
+    return jax.jit(run)
+
+
+def _non_finite_loss(losses: np.ndarray, learning_rate: float) -> ParameterError:
+    """The error for a fit whose loss stopped being finite, naming the likely cause."""
+    bad = int(np.flatnonzero(~np.isfinite(losses))[0])
+    if bad == 0:
+        return ParameterError(
+            "SVI: the loss is not finite at the first step, i.e. the model's log-density is "
+            "not finite at its start (the log-space mode): check the data and priors (e.g. "
+            "free pixels that no data constrain under an improper prior: mask them); the "
+            "learning rate is not the cause.")
+    return ParameterError(
+        f"SVI: the loss became {losses[bad]} at step {bad + 1} after finite values (last "
+        f"{losses[bad - 1]:.6g}); the optimiser stepped outside the region where the "
+        f"log-density is finite: lower learning_rate (now {learning_rate}) or init_scale.")
 
 
 def run_svi(problem: Problem, *, guide: str = "normal", rank: int | None = None,
@@ -84,6 +131,7 @@ def run_svi(problem: Problem, *, guide: str = "normal", rank: int | None = None,
         raise ParameterError(f"learning_rate {learning_rate!r} must be > 0 and decay "
                              f"{decay!r} in (0, 1].")
     t_all = time.perf_counter()
+    prepare_options.setdefault("progress_bar", progress_bar)
     start, timings, latent, n, init = begin(problem, start, prepare_options)
     if guide == "normal":
         g = AutoNormal(latent_model, init_loc_fn=init, init_scale=init_scale)
@@ -95,14 +143,34 @@ def run_svi(problem: Problem, *, guide: str = "normal", rank: int | None = None,
     svi = SVI(latent_model, g, optax.adam(schedule), Trace_ELBO(num_particles=num_particles))
     key = jax.random.PRNGKey(int(seed))
     key, fit_key = jax.random.split(key)
+    args = (problem.datasets, problem.config, latent)
     t0 = time.perf_counter()
-    result = svi.run(fit_key, int(num_steps), problem.datasets, problem.config, latent,
-                     progress_bar=progress_bar)
+    state = svi.init(fit_key, *args)
+    timings["init"] = time.perf_counter() - t0
+    length = int(min(num_steps, max(1, -(-int(num_steps) // _PROGRESS_CHUNKS))))
+    t0 = time.perf_counter()
+    run = _fit_chunk(svi, length).lower(state, jnp.asarray(length), *args).compile()
+    timings["compile"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    losses = []
+    with tqdm(total=int(num_steps), desc="SVI fit", unit="step", disable=not progress_bar,
+              leave=False) as bar:
+        while sum(map(len, losses)) < num_steps:
+            take = min(length, int(num_steps) - sum(map(len, losses)))
+            state, chunk = run(state, jnp.asarray(take), *args)
+            chunk = np.asarray(chunk)[:take]
+            losses.append(chunk)
+            bar.update(take)
+            bar.set_postfix_str(f"loss {chunk[-1]:.6g}", refresh=False)
+            if not np.all(np.isfinite(chunk)):
+                break
+    losses = np.concatenate(losses)
     timings["fit"] = time.perf_counter() - t0
-    losses = np.asarray(result.losses)
-    if not np.isfinite(losses[-1]):
-        raise ParameterError(f"SVI: the loss became {losses[-1]} (step {len(losses)}); lower "
-                             f"learning_rate (now {learning_rate}).")
+    if not np.all(np.isfinite(losses)):
+        raise _non_finite_loss(losses, learning_rate)
+    params = svi.get_params(state)
+    logger.info("SVI: %d steps in %.1f s (+ %.1f s compilation), final loss %.10g",
+                len(losses), timings["fit"], timings["compile"], losses[-1])
     shapes = {"image": problem.model_shape}
     if problem.config.bkg_free:
         shapes["bkg_norm"] = (problem.n_bkg,)
@@ -114,7 +182,7 @@ def run_svi(problem: Problem, *, guide: str = "normal", rank: int | None = None,
     while done < num_draws:
         take = min(batch, num_draws - done)
         key, sub = jax.random.split(key)
-        z = g.sample_posterior(sub, result.params, sample_shape=(take,))["z"]
+        z = g.sample_posterior(sub, params, sample_shape=(take,))["z"]
         images, bkgs = latent_to_flux(z, problem.config, latent)
         chunk = {"image": np.asarray(images)[None]}
         if problem.config.bkg_free:

@@ -9,6 +9,9 @@ bootstrap; :meth:`Posterior.from_draws`), turned into maps with units
   moments, no pass over the draws;
 - ``quantile_map(q)``, ``credible_interval(prob)`` (equal-tailed), ``median_map`` — from
   the draws, read in blocks of pixels;
+- ``faint`` (pixels whose mean is below ``FAINT_SIGNIFICANCE = 2`` standard deviations:
+  their posterior is skewed, piled up near zero, so mean ± std misdescribes it) and
+  ``upper_limit_map(prob)`` — quote the upper limit (a quantile) for those;
 - ``region_flux(region)`` — total flux ``Σ_j λ_j ΔΩ`` of a set of pixels (per draw, so
   its interval includes the pixels' correlations), in ``cm-2 s-1``;
 - ``bkg_summary()`` — background normalisation posteriors;
@@ -35,9 +38,12 @@ from ..report.posterior import write_report
 from .arviz import compute_diagnostics, to_datatree
 from .maps import image_map, model_axes
 
-__all__ = ["Posterior", "RegionFlux"]
+__all__ = ["FAINT_SIGNIFICANCE", "Posterior", "RegionFlux"]
 
 logger = logging.getLogger(__name__)
+
+FAINT_SIGNIFICANCE = 2.0
+"""A free pixel whose posterior mean is below this many standard deviations is *faint*."""
 
 
 class RegionFlux(NamedTuple):
@@ -235,6 +241,35 @@ class Posterior:
     def quantile_map(self, q: float) -> Histogram:
         """The ``q`` quantile of every pixel as a map, e.g. ``quantile_map(0.05)``."""
         return self.as_map(self.quantiles(float(q)))
+
+    @property
+    def faint(self) -> np.ndarray:
+        """``[lb, Ei]`` bool: free pixels with ``mean / std < FAINT_SIGNIFICANCE``.
+
+        Their posterior is skewed and piled up near zero flux: quote an upper limit
+        (:meth:`upper_limit_map`) rather than mean ± std (which a log-normal or Gaussian
+        approximation gets worst exactly there).
+        """
+        return self.mask & (self.significance < FAINT_SIGNIFICANCE)
+
+    def upper_limit_map(self, prob: float = 0.95) -> Histogram:
+        """The one-sided ``prob`` upper limit (the ``prob`` quantile) of every pixel.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from probdeconv.forward import make_dataset
+        >>> from probdeconv.forward.problem import Problem
+        >>> from probdeconv.results.sampling import sample
+        >>> ds = make_dataset(np.zeros((1, 1, 5)), np.full((1, 1, 1, 1, 5), 2.0),
+        ...                   pixel_area=1.0)   # no counts, exposure 10: Gamma(1, 10)
+        >>> post = sample(Problem.from_datasets([ds]), "laplace", num_samples=20000, seed=1)
+        >>> bool(post.faint[0, 0]), round(float(np.asarray(post.upper_limit_map())[0, 0]) * 10, 1)
+        (True, 3.0)
+        """
+        if not 0.0 < prob < 1.0:
+            raise ParameterError(f"prob: got {prob!r}; expected a number in (0, 1), e.g. 0.95.")
+        return self.quantile_map(prob)
 
     def credible_interval(self, prob: float = 0.9) -> tuple[Histogram, Histogram]:
         """Equal-tailed ``prob`` credible interval per pixel: ``(lower map, upper map)``."""

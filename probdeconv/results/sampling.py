@@ -26,6 +26,7 @@ import numpy as np
 
 from ..forward.problem import Problem
 from ..inference.sampling import sample_draws
+from ..inference.start import mask_unexposed
 from ..io.draws import DrawsFile
 from ..io.memory import USABLE_FRACTION, available_memory, require_memory
 from .posterior import Posterior
@@ -62,6 +63,7 @@ def sample(problem: Problem, method: str = "nuts", *,
         check_bootstrap_memory(problem, options.get("batch", 8))
     if store_path is not None:
         options["backend"] = DrawsFile(store_path)
+    problem = mask_unexposed(problem)  # the posterior's maps show them masked too
     draws = sample_draws(problem, method, also_valid=("store_path",), **options)
     return Posterior.from_draws(problem, draws)
 
