@@ -36,6 +36,7 @@ from probdeconv.inference.laplace import run_laplace
 from probdeconv.inference.mcmc import run_mcmc
 from probdeconv.inference.svi import run_svi
 from probdeconv.priors import TSVPrior
+from probdeconv.results.posterior import Posterior
 
 Z = norm.ppf(1 - 1e-4 / 2)  # two-sided 1e-4 false-alarm rate per comparison
 _CONSTANT = re.compile(r"stablehlo\.constant dense<[^>]*> : tensor<([0-9x]+)x(?:f64|f32)>")
@@ -178,7 +179,7 @@ def test_bootstrap_replicates_over_observed_bins_equal_dense_ones():
 
 
 # --------------------------------------------------------------------------- faint pixels
-def test_log_space_laplace_is_exact_on_a_faint_conjugate_pixel():
+def test_log_space_laplace_is_exact_on_a_faint_conjugate_pixel(tmp_path):
     """No counts, flat prior: the posterior is Gamma(1, S) (mean = std = 1/S, 95 % upper
     limit ln 20 / S); the log-normal approximation's std is √((e−1)e)/S = 2.16/S."""
     ds = make_dataset(np.zeros((1, 1, 5)), np.full((1, 1, 1, 1, 5), 2.0), pixel_area=1.0)
@@ -193,6 +194,26 @@ def test_log_space_laplace_is_exact_on_a_faint_conjugate_pixel():
     wide = run_laplace(problem, marginals="lognormal", num_draws=n, seed=3, start=prepared)
     assert wide.store.read("image")[0, :, 0, 0].std() == pytest.approx(
         np.sqrt((np.e - 1) * np.e) / s, rel=0.1)  # the defect of issue 15, item 5
+    result = Posterior.from_draws(problem, post)  # faint: quote the upper limit
+    assert result.faint[0, 0]
+    assert np.asarray(result.upper_limit_map(0.95))[0, 0] == pytest.approx(np.log(20) / s,
+                                                                            rel=0.03)
+    report = result.report(tmp_path).read_text()
+    assert "## Faint pixels" in report and "1 of 1 free pixels" in report
+
+
+def test_simulate_options_for_lighter_data(tmp_path, capsys):
+    from probdeconv.cli.main import main
+    from probdeconv.simulate import load_simulation
+
+    for name, extra in (("full", []), ("light", ["--phi-bins", "10", "--scatt-nside", "1"])):
+        assert main(["simulate", "--nside", "2", "--out", str(tmp_path / name), *extra]) == 0
+    full, light = (load_simulation(tmp_path / n) for n in ("full", "light"))
+    assert light.config.phi_bins == 10 and light.config.scatt_nside == 1
+    assert light.event.contents.size * 2 < full.event.contents.size  # lighter data space
+    assert main(["simulate", "--nside", "2", "--phi-bins", "0", "--out",
+                 str(tmp_path / "bad")]) == 2
+    assert "phi_bins" in capsys.readouterr().err
 
 
 def test_unexposed_pixels_are_masked_not_written_as_inf(caplog):
@@ -209,3 +230,22 @@ def test_unexposed_pixels_are_masked_not_written_as_inf(caplog):
     svi = probdeconv.sample(problem, method="svi", num_steps=100, num_samples=50,
                             progress_bar=False)
     assert np.all(np.isfinite(svi.mean))
+
+
+def test_cli_sample_shows_progress_for_every_phase(tmp_path, capsys):
+    from probdeconv.cli.main import main
+    from probdeconv.simulate import simulate
+
+    data = tmp_path / "sim"
+    simulate(sky="points", nside=1, seed=1, phi_bins=4, duration=86400.0, n_samples=2000,
+             scatt_nside=1, psichi_oversampling=1, out=data)
+    root = Path(__file__).resolve().parents[1]
+    rc = main(["sample", str(root / "models" / "laplace.yml"), "--data", str(data), "--out",
+               str(tmp_path / "post"), "--set", "sampling:num_samples=200"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    for phase in ("start: MAP", "start: log-space mode", "precision matrix", "Laplace draws",
+                  "saving posterior"):
+        assert phase in err, phase
+    report = (tmp_path / "post" / "report.md").read_text()
+    assert "Settings" in report

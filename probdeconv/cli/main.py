@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sky", default="bulge511", help="sky preset (bulge511, points)")
     s.add_argument("--nside", type=int, default=None, help="HEALPix NSIDE of model and PsiChi")
     s.add_argument("--seed", type=int, default=0, help="random seed of the counts")
+    s.add_argument("--phi-bins", type=int, default=None,
+                   help="Compton scattering angle bins (default 30; 10 gives 3x lighter "
+                        "data, e.g. for sampling on a laptop CPU)")
+    s.add_argument("--scatt-nside", type=int, default=None,
+                   help="HEALPix NSIDE of the attitude (ScAtt) binning (default 2; 1 gives "
+                        "fewer attitude bins, lighter data)")
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--overwrite", action="store_true",
                    help="replace the files of an earlier simulation in --out")
@@ -244,7 +250,9 @@ def interruption_message(args, exc: KeyboardInterrupt) -> str:
 def _cmd_simulate(args) -> int:
     owned = (*FILE_NAMES.values(), ".*.tmp")
     out = check_output_directory(args.out, overwrite=args.overwrite, owned=owned)
-    sim = simulate(sky=args.sky, nside=args.nside, seed=args.seed)
+    lighter = {k: v for k, v in (("phi_bins", args.phi_bins),
+                                 ("scatt_nside", args.scatt_nside)) if v is not None}
+    sim = simulate(sky=args.sky, nside=args.nside, seed=args.seed, **lighter)
     with claim_output_directory(out, overwrite=args.overwrite, owned=owned):
         sim.write(out, overwrite=args.overwrite)
     print(f"simulated {args.sky} at NSIDE {sim.config.nside}, seed {args.seed}: "

@@ -42,6 +42,7 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from .. import forward as fm
 from ..errors import ParameterError
@@ -161,7 +162,8 @@ def _batch_size(problem: Problem, n: int) -> int:
 
 def precision_matrix(problem: Problem, theta: np.ndarray, *, kind: str = "expected",
                      diagonal: bool = False, batch_size: int | None = None,
-                     plans: list[PairPlan] | None = None) -> np.ndarray:
+                     plans: list[PairPlan] | None = None,
+                     progress_bar: bool = False) -> np.ndarray:
     """``F(θ) − ∇² log p(θ)``: the Laplace precision in ``θ = (λ_free, b_free)``.
 
     Parameters
@@ -180,6 +182,8 @@ def precision_matrix(problem: Problem, theta: np.ndarray, *, kind: str = "expect
     plans
         :func:`~.fisher_diag.pair_plan` of each dataset, for ``diagonal=True`` (built when
         not given; pass them to reuse them at several points).
+    progress_bar
+        A progress bar over the columns of the dense matrix.
 
     Returns
     -------
@@ -199,11 +203,14 @@ def precision_matrix(problem: Problem, theta: np.ndarray, *, kind: str = "expect
     batch = int(batch_size or _batch_size(problem, n))
     free = jnp.asarray(problem.free_index)
     out = np.empty((n, n), dtype=np.float64)
-    for start in range(0, n, batch):
-        block = np.asarray(_columns(theta, jnp.asarray(start), free, problem.datasets,
-                                    problem.config, kind, batch, False))
-        stop = min(start + batch, n)
-        out[start:stop] = block[: stop - start]
+    with tqdm(total=n, desc="precision matrix", unit="column", disable=not progress_bar,
+              leave=False) as bar:
+        for start in range(0, n, batch):
+            block = np.asarray(_columns(theta, jnp.asarray(start), free, problem.datasets,
+                                        problem.config, kind, batch, False))
+            stop = min(start + batch, n)
+            out[start:stop] = block[: stop - start]
+            bar.update(stop - start)
     out = 0.5 * (out + out.T)
     logger.debug("precision matrix (%s) of %d parameters in batches of %d", kind, n, batch)
     return out

@@ -229,7 +229,8 @@ def theta_of(problem: Problem, u: np.ndarray) -> np.ndarray:
 
 def log_space_precision(problem: Problem, u: np.ndarray, *, kind: str = "expected",
                         diagonal: bool = False, batch_size: int | None = None,
-                        data_diagonal: np.ndarray | None = None, plans=None):
+                        data_diagonal: np.ndarray | None = None, plans=None,
+                        progress_bar: bool = False):
     """Laplace precision of the log-space density at ``u``: ``D (F + H_p) D + diag(c)``.
 
     ``D = diag(T'(u))`` and ``c = −g ⊙ T'' − (log|T'|)''`` (``g`` the gradient of the
@@ -250,7 +251,8 @@ def log_space_precision(problem: Problem, u: np.ndarray, *, kind: str = "expecte
         f = (data_diagonal_theta(problem, theta, kind=kind, plans=plans)
              if data_diagonal is None else np.asarray(data_diagonal))
         return theta, (f + prior_diagonal(problem, theta)) * t1 * t1 + c
-    h = precision_matrix(problem, theta, kind=kind, batch_size=batch_size)
+    h = precision_matrix(problem, theta, kind=kind, batch_size=batch_size,
+                         progress_bar=progress_bar)
     h = h * t1[:, None] * t1[None, :]
     h[np.diag_indices_from(h)] += c
     return theta, h

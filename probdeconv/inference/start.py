@@ -253,7 +253,8 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     t0 = time.perf_counter()
     precision, scale = None, np.ones_like(u)
     if dense or full:
-        _, h = log_space_precision(problem, u, kind=fisher, batch_size=batch_size)
+        _, h = log_space_precision(problem, u, kind=fisher, batch_size=batch_size,
+                                   progress_bar=progress_bar)
         precision = h if full else None
         scale = whitening(h) if dense else _scale(np.diag(h))
     elif want_h:

@@ -12,8 +12,9 @@
   skipped with a log message where the plotting backend fails);
 - ``loss.png`` (SVI) and ``truth.png`` (with a truth: mean ± std against the true flux),
 
-and writes ``report.md`` with the run settings, timings, diagnostic summary and
-background posteriors.
+and writes ``report.md`` with the run settings, timings, diagnostic summary, the faint
+pixels (mean below two standard deviations: their 95 % upper limits) and background
+posteriors.
 """
 
 from __future__ import annotations
@@ -169,6 +170,22 @@ def _fmt(x: Any) -> str:
     return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
+def _faint_pixels(post) -> list[str]:
+    """Report lines on the faint pixels: quote their upper limits, not mean ± std."""
+    faint = np.asarray(post.faint, dtype=bool)
+    if not faint.any():
+        return []
+    ul = np.asarray(post.quantiles(0.95))[faint]
+    return ["## Faint pixels", "",
+            f"{int(faint.sum())} of {int(post.mask.sum())} free pixels have a posterior mean "
+            f"below {post.faint_significance:g} standard deviations. Their posterior is "
+            "skewed and piled up near zero flux, so quote their 95 % upper limits "
+            "(`Posterior.upper_limit_map(0.95)`; here from "
+            f"{ul.min():.3g} to {ul.max():.3g}, median {np.median(ul):.3g} {post.unit}), "
+            "not mean ± std: that is where approximations (a log-normal, a Gaussian) are "
+            "least accurate.", ""]
+
+
 def write_report(post, directory: str | Path, *, truth: Any = None) -> Path:
     """Figures and ``report.md`` of a posterior; returns the path of ``report.md``."""
     d = Path(directory)
@@ -217,6 +234,7 @@ def write_report(post, directory: str | Path, *, truth: Any = None) -> Path:
         lines += ["Worst pixels: " + ", ".join(
             f"pixel {w['pixel']} E{w['energy']} (R-hat {w['rhat']:.4f}, ESS "
             f"{w['ess_bulk']:.0f})" for w in summ["worst_rhat_pixels"]) + ".", ""]
+    lines += _faint_pixels(post)
     if post.has_bkg:
         bs = post.bkg_summary()
         rows = [(name, f"{v['mean']:.5g}", f"{v['std']:.3g}", f"[{v['lower']:.5g}, "

@@ -84,6 +84,8 @@ class Posterior:
         Further arrays (e.g. the SVI loss history).
     """
 
+    faint_significance = FAINT_SIGNIFICANCE
+
     def __init__(self, problem: Problem | None, store: DrawStore, *, method: str,
                  settings: dict | None = None, timings: dict | None = None, start: Any = None,
                  mcmc: Any = None, independent: bool = True, extras: dict | None = None,
@@ -244,13 +246,13 @@ class Posterior:
 
     @property
     def faint(self) -> np.ndarray:
-        """``[lb, Ei]`` bool: free pixels with ``mean / std < FAINT_SIGNIFICANCE``.
+        """``[lb, Ei]`` bool: free pixels with ``mean / std < faint_significance`` (2).
 
         Their posterior is skewed and piled up near zero flux: quote an upper limit
         (:meth:`upper_limit_map`) rather than mean ± std (which a log-normal or Gaussian
         approximation gets worst exactly there).
         """
-        return self.mask & (self.significance < FAINT_SIGNIFICANCE)
+        return self.mask & (self.significance < self.faint_significance)
 
     def upper_limit_map(self, prob: float = 0.95) -> Histogram:
         """The one-sided ``prob`` upper limit (the ``prob`` quantile) of every pixel.
