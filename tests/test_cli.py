@@ -128,6 +128,7 @@ def test_resume_refuses_a_checkpoint_of_other_data(sim_dir, tmp_path, capsys):
         arrays = {k: z[k] for k in z.files}
     arrays["sky0"] = arrays["sky0"][:-1]  # as if written for data with other non-zero bins
     np.savez(ckpt, **arrays)
+    capsys.readouterr()  # the first run's warnings (iteration limit before the stopping rule)
     assert main([*base, "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "expectation of dataset 0" in err[0] and "afresh" in err[0]

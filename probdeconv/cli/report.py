@@ -6,15 +6,12 @@ import csv
 import math
 from pathlib import Path
 
-import numpy as np
-
 from ..config import Parameters
 from ..errors import FileFormatError
 from ..io.posterior import is_posterior_directory
 from ..report import run as report
 from ..shell.allsky_image import AllSkyImageModel
 from .common import UsageError, load_data_directory, read_run_record
-from .run import bound_warnings, summary_lines
 from .sample import posterior_report_command
 
 __all__ = ["report_command", "read_iterations"]
@@ -50,26 +47,19 @@ def report_command(args) -> str:
                               "iterations.csv expected).")
     image = AllSkyImageModel.open(d / "image.hdf5")
     history, rows = read_iterations(d / "iterations.csv")
-    figures = ["figures/image.png", "figures/curves.png"]
     truth = None
     data_dir = args.data or meta.get("data")
     data = None
     if data_dir and Path(data_dir).is_dir():
         data, truth = load_data_directory(data_dir)
-    report.plot_image(image, d / "figures" / "image.png", truth=truth)
-    report.plot_curves(history, d / "figures" / "curves.png")
-    bkg = {k[4:]: float(v) for k, v in rows[-1].items() if k.startswith("bkg_")}
-    if data is not None:
-        report.plot_residuals(data.event, data.calc_expectation(image, bkg),
-                              d / "figures" / "residuals.png")
-        figures.append("figures/residuals.png")
-    warnings = bound_warnings(bkg, _fitted_ranges(d / "config.yml", bkg))
-    lines = [f"**Warning:** {w}" for w in warnings] + summary_lines(
-        str(meta.get("algorithm", "run")), int(meta.get("iterations", len(history))),
-        meta.get("seconds"), history[-1]["log-likelihood"][0], np.asarray(image, float),
-        truth)
-    path = report.write_run_report(d, "probdeconv run", meta or {"directory": str(d)}, figures,
-                                   lines)
+    bkg = history[-1].get("background_normalization", {})
+    record = {"algorithm": "run", "iterations": len(history), **meta}
+    if "background_range" not in meta:  # run.yml of an older probdeconv
+        record["background_range"] = _fitted_ranges(d / "config.yml", bkg)
+    expectation = None if data is None else data.calc_expectation(image, bkg)
+    path = report.render_run_report(d, image=image, history=history, meta=record, truth=truth,
+                                    event=None if data is None else data.event,
+                                    expectation=expectation)
     return f"probdeconv: report written to {path.resolve()}"
 
 
@@ -99,9 +89,8 @@ def read_iterations(path: Path) -> tuple[list[dict], list[dict]]:
             post = r.get("log_posterior")
             if post not in (None, "") and not math.isnan(float(post)):
                 h["log-posterior"] = float(post)
-            for k, v in r.items():
-                if k.startswith("bkg_"):
-                    float(v)
+            h["background_normalization"] = {k[4:]: float(v) for k, v in r.items()
+                                             if k.startswith("bkg_")}
         except (KeyError, TypeError, ValueError) as exc:
             raise FileFormatError(f"{path}, line {line}: damaged iteration record ({r}): "
                                   f"{type(exc).__name__} {exc}; expected the numbers of the "

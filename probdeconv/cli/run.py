@@ -3,33 +3,39 @@
 Outputs in ``--out``:
 
 - ``image.hdf5`` (final AllSkyImageModel, histpy layout) and ``image_E<i>.fits`` (one
-  HEALPix map per energy bin, readable by ``healpy.read_map``);
+  HEALPix map per energy bin, column ``FLUX``, readable by ``healpy.read_map``; header:
+  ``BUNIT``, ``E_MIN`` / ``E_MAX`` in keV, ``METHOD``, ``NITER``, ``CREATOR``, ``DATE``;
+  :mod:`probdeconv.io.maps`);
 - ``iterations.csv`` and ``iterations.fits`` (per-iteration scalars);
 - ``config.yml`` (the exact parameters used), ``run.yml`` (package version, data, seed,
-  timings), ``run.log``;
+  timings, iteration limit, stopping rule, background ranges, warnings), ``run.log``;
 - ``checkpoint.npz`` (every ``--checkpoint-every`` iterations, atomic) for ``--resume``;
-- ``figures/``: image (beside the truth for simulations), curves, data-space residuals.
+- ``figures/``: truth, image and their difference on one scale (simulations), curves
+  (statistic, step, backgrounds), data-space residuals;
+- ``report.md``: the checks first (the statistic fell? stopped at the iteration limit
+  before the stopping rule? a background on its bound? warnings from the log), then the
+  summary (total flux and correlation against the truth for simulations) and figures.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import platform
 import time
 from pathlib import Path
 
-import healpy as hp
 import numpy as np
 import yaml
 
 from ..config import Parameters
 from ..errors import FileFormatError
 from ..io.atomic import atomic_target
-from ..io.results import save_scalar_tables
+from ..io.maps import write_healpix_maps
+from ..io.results import save_scalar_tables, write_iterations_csv
 from ..report import run as report
+from ..report.checks import WarningCollector, stopping_rule
+from ..shell.checks import frame_name
 from ..shell.image_deconvolution import ImageDeconvolution
 from ..version import __version__
 from .common import (
@@ -43,7 +49,7 @@ from .common import (
     write_text,
 )
 
-__all__ = ["bound_warnings", "run_command", "summary_lines", "write_outputs"]
+__all__ = ["run_command", "write_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +62,13 @@ def run_command(args) -> str:
 
     Nothing is created before the inputs are validated; ``--out`` is locked while the run
     writes into it, and ``run.yml`` says ``status: running`` until the outputs are complete.
+    Warnings logged meanwhile (data, iterations) are repeated at the top of ``report.md``.
     """
+    with WarningCollector.attached() as warned:
+        return _run(args, warned.messages)
+
+
+def _run(args, warned: list[str]) -> str:
     out = Path(args.out)
     check_output_directory(out, overwrite=args.overwrite, resume=args.resume)
     params = Parameters.open(args.config)
@@ -91,7 +103,7 @@ def run_command(args) -> str:
         if args.resume:
             mark_running(out, "run")
             params.dump(out / "config.yml")
-        write_outputs(out, algo, data, truth, params, args, elapsed)
+        write_outputs(out, algo, data, truth, params, args, elapsed, warned)
     return (f"probdeconv: {algo.iteration_count} iterations of {algo.algorithm_name}; outputs in "
             f"{out.resolve()}")
 
@@ -101,38 +113,40 @@ def _pause(algo) -> None:
     time.sleep(_DELAY)
 
 
-def write_outputs(out: Path, algo, data, truth, params, args, elapsed: float) -> None:
-    """Final image (HDF5 + FITS per energy bin), scalars (CSV + FITS), metadata, figures."""
+def write_outputs(out: Path, algo, data, truth, params, args, elapsed: float,
+                  log_warnings: list[str] | tuple = ()) -> None:
+    """Final image (HDF5 + FITS per energy bin), scalars (CSV + FITS), metadata, figures and
+    report.md (the checks of :mod:`probdeconv.report.checks` at its top, with the warnings
+    logged during the run, ``log_warnings``)."""
 
     image = algo.model
     with atomic_target(out / "image.hdf5", True, "image") as tmp:
         image.write(tmp, overwrite=True)
     values = np.asarray(image, dtype=float)
     nest = bool(getattr(image.axes[0], "is_nested", False))
+    edges = image.axes[1].edges
+    edges = np.asarray(getattr(edges, "value", edges), dtype=float)  # keV (the model's axis)
     for e in range(values.shape[1]):
-        with atomic_target(out / f"image_E{e}.fits", True, "FITS map") as tmp:
-            hp.write_map(tmp, values[:, e], nest=nest, coord="G", overwrite=True,
-                         column_units=str(image.unit), dtype=np.float64)
+        write_healpix_maps(out / f"image_E{e}.fits", {"FLUX": values[:, e]}, nest=nest,
+                           unit=image.unit, coordsys=frame_name(image.axes[0]) or "galactic",
+                           energy_range_kev=(edges[e], edges[e + 1]),
+                           provenance={"METHOD": (algo.algorithm_name, "deconvolution "
+                                                  "algorithm"),
+                                       "NITER": (int(algo.iteration_count), "iterations")})
     history = algo.scalar_history()
-    keys = list(algo.dict_bkg_norm)
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["iteration", "log_likelihood", "alpha", "log_posterior",
-                *[f"bkg_{k}" for k in keys]])
-    for r in history:
-        w.writerow([r["iteration"], repr(float(np.sum(r["log-likelihood"]))),
-                    repr(float(r.get("alpha", 1.0))), repr(float(r.get("log-posterior",
-                                                                        float("nan")))),
-                    *[repr(float(r["background_normalization"][k])) for k in keys]])
-    write_text(out / "iterations.csv", buf.getvalue())
+    write_iterations_csv(out / "iterations.csv", history, list(algo.dict_bkg_norm))
     for r in history:
         r.setdefault("alpha", 1.0)
     save_scalar_tables(out / "iterations.fits", history, values=[("alpha", "ALPHA")],
                        dicts=[("background_normalization", "BKG_NORM")],
                        lists=[("log-likelihood", "LOG-LIKELIHOOD", [str(data.name)])])
+    ranges = algo.dict_bkg_norm_range if algo.do_bkg_norm_optimization else {}
     meta = {"probdeconv_version": __version__, "python": platform.python_version(),
             "config": str(args.config), "data": str(args.data), "overrides": list(args.set),
             "algorithm": algo.algorithm_name, "iterations": algo.iteration_count,
+            "iteration_max": algo.iteration_max, "stopping_rule": stopping_rule(algo),
+            "background_range": {k: [float(b) for b in v] for k, v in ranges.items()},
+            "log_warnings": list(log_warnings),
             "seconds": round(elapsed, 3), "resumed": bool(args.resume),
             "dtype": "float32" if args.float32 else "float64", "status": "complete"}
     sim_cfg = Path(args.data) / "simulation.yml"
@@ -140,63 +154,6 @@ def write_outputs(out: Path, algo, data, truth, params, args, elapsed: float) ->
         meta["simulation_seed"] = ((yaml.safe_load(sim_cfg.read_text()) or {}).get("config")
                                    or {}).get("seed")
     write_text(out / "run.yml", yaml.safe_dump(meta, sort_keys=False))
-    figs = out / "figures"
-    report.plot_image(image, figs / "image.png", truth=truth)
-    report.plot_curves(history, figs / "curves.png")
     expectation = data.calc_expectation(image, dict(algo.dict_bkg_norm))
-    report.plot_residuals(data.event, expectation, figs / "residuals.png")
-    ranges = algo.dict_bkg_norm_range if algo.do_bkg_norm_optimization else {}
-    warnings = bound_warnings(dict(algo.dict_bkg_norm), ranges)
-    for w in warnings:
-        logger.warning("%s", w)
-    lines = [f"**Warning:** {w}" for w in warnings] + summary_lines(
-        algo.algorithm_name, algo.iteration_count, elapsed,
-        float(np.sum(history[-1]["log-likelihood"])), values, truth)
-    report.write_run_report(out, "probdeconv run", meta,
-                            ["figures/image.png", "figures/curves.png",
-                             "figures/residuals.png"], lines)
-
-
-def summary_lines(algorithm: str, iterations: int, elapsed: float | None,
-                  log_likelihood: float, values: np.ndarray, truth) -> list[str]:
-    """The lines at the top of a run's report.md (also when ``probdeconv report`` redraws
-    it): algorithm, iterations, final log-likelihood and, for a simulation, the total flux
-    against the truth."""
-    took = "" if elapsed is None else f" in {elapsed:.1f} s"
-    lines = [f"{algorithm}: {iterations} iterations{took}; final log-likelihood "
-             f"{log_likelihood:.6f}."]
-    if truth is not None:
-        t, rec = np.asarray(truth, float), np.asarray(values, float)
-        lines.append(f"Total flux: reconstructed {rec.sum():.4g}, true {t.sum():.4g} "
-                     f"(ratio {rec.sum() / t.sum():.3f}).")
-    return lines
-
-
-def bound_warnings(bkg_norm: dict, ranges: dict) -> list[str]:
-    """Warnings for background normalisations that end on a bound of their fitted range.
-
-    A norm on its bound is not a fit: the likelihood wanted it beyond, so the image has
-    absorbed (or lost) the difference.
-
-    Examples
-    --------
-    >>> bound_warnings({"bkg": 9.99998}, {"bkg": [0.01, 10.0]})[0][:57]
-    "background normalisation 'bkg' = 9.99998 is on the upper "
-    >>> bound_warnings({"bkg": 1.02}, {"bkg": [0.01, 10.0]})
-    []
-    """
-    out = []
-    for key, value in bkg_norm.items():
-        if key not in ranges:
-            continue
-        lo, hi = (float(b) for b in ranges[key])
-        value = float(value)
-        for side, bound in (("lower", lo), ("upper", hi)):
-            if abs(value - bound) <= 1e-4 * max(abs(bound), 1e-6 * (hi - lo)):
-                out.append(f"background normalisation {key!r} = {value:.6g} is on the {side} "
-                           f"bound {bound:g} of its range [{lo:g}, {hi:g}]: the fit wanted "
-                           f"{'more' if side == 'upper' else 'less'}, so the image has taken "
-                           "up the difference; widen deconvolution:parameter:"
-                           "background_normalization_optimization:range or check the "
-                           "background template.")
-    return out
+    report.render_run_report(out, image=image, history=history, meta=meta, truth=truth,
+                             event=data.event, expectation=expectation)

@@ -4,7 +4,10 @@
   holds the final map and, unless only the final result is asked for, group
   ``iteration<N>`` each iteration's map;
 - ``results.fits``: one binary table per scalar series (``ALPHA``, ``BKG_NORM``,
-  ``LOG-LIKELIHOOD``, ...), each with the counter column ``iteration``.
+  ``LOG-LIKELIHOOD``, ...), each with the counter column ``iteration``;
+- ``iterations.csv`` (``probdeconv run``): one row per iteration, columns ``iteration``,
+  ``log_likelihood`` (summed over datasets), ``alpha``, ``log_posterior`` (``nan`` when the
+  algorithm has none) and ``bkg_<name>`` per background.
 
 Every file is written to a temporary name in the target directory and renamed, so an
 interrupted run never leaves a half-written file in place of a good one.
@@ -12,6 +15,8 @@ interrupted run never leaves a half-written file in place of a good one.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +26,7 @@ from astropy.io import fits
 
 from .atomic import atomic_target
 
-__all__ = ["save_histogram_series", "save_scalar_tables"]
+__all__ = ["save_histogram_series", "save_scalar_tables", "write_iterations_csv"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,4 +88,33 @@ def save_scalar_tables(path: str | Path, results: Sequence[dict], *,
         hdus.append(hdu)
     with atomic_target(path, True, "results table") as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True)
+    return path
+
+
+def write_iterations_csv(path: str | Path, history: Sequence[dict],
+                         bkg_keys: Sequence[str]) -> Path:
+    """Write the per-iteration scalars as ``iterations.csv``, atomically (``repr`` floats:
+    read back bit for bit).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "iterations.csv"
+    >>> _ = write_iterations_csv(p, [{"iteration": 1, "log-likelihood": [1.5, 2.0],
+    ...                               "background_normalization": {"bkg": 0.9}}], ["bkg"])
+    >>> p.read_text().splitlines()
+    ['iteration,log_likelihood,alpha,log_posterior,bkg_bkg', '1,3.5,1.0,nan,0.9']
+    """
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["iteration", "log_likelihood", "alpha", "log_posterior",
+                *[f"bkg_{k}" for k in bkg_keys]])
+    for r in history:
+        w.writerow([int(r["iteration"]), repr(float(np.sum(r["log-likelihood"]))),
+                    repr(float(r.get("alpha", 1.0))),
+                    repr(float(r.get("log-posterior", float("nan")))),
+                    *[repr(float(r["background_normalization"][k])) for k in bkg_keys]])
+    path = Path(path)
+    with atomic_target(path, True, "iteration table") as tmp:
+        tmp.write_text(buf.getvalue())
     return path
