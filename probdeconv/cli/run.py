@@ -34,9 +34,10 @@ from ..io.atomic import atomic_target
 from ..io.maps import write_healpix_maps
 from ..io.results import save_scalar_tables, write_iterations_csv
 from ..report import run as report
-from ..report.checks import WarningCollector, stopping_rule
+from ..report.checks import WarningCollector
 from ..shell.checks import frame_name
 from ..shell.image_deconvolution import ImageDeconvolution
+from ..shell.run_checks import stopping_rule
 from ..version import __version__
 from .common import (
     apply_overrides,

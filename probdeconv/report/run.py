@@ -27,7 +27,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .checks import format_checks, run_checks, statistic_series, summary_lines  # noqa: E402
+from ..shell.run_checks import run_checks, statistic_series  # noqa: E402
+from .checks import format_checks, summary_lines  # noqa: E402
 from .sky import draw_map, energy_label, flux_range, new_figure, unit_label  # noqa: E402
 
 __all__ = ["plot_image", "plot_curves", "plot_residuals", "write_run_report", "save_figure",
@@ -227,9 +228,6 @@ def render_run_report(out: str | Path, *, image, history: Sequence[dict], meta: 
         figures.append("figures/residuals.png")
     checks = run_checks(history, iteration_max=meta.get("iteration_max"),
                         stopping=meta.get("stopping_rule"), bkg_range=bkg_range)
-    for c in checks:
-        if not c.ok:
-            logger.warning("%s", c.text)
     lines = ["## Summary", "", *summary_lines(
         str(meta.get("algorithm", "run")), int(meta.get("iterations", len(history))),
         meta.get("seconds"), float(np.sum(history[-1]["log-likelihood"])),

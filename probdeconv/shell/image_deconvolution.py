@@ -48,6 +48,7 @@ from .richardson_lucy import (
     RichardsonLucyBasic,
     RichardsonLucySimple,
 )
+from .run_checks import log_run_checks
 
 __all__ = ["ImageDeconvolution"]
 
@@ -274,6 +275,7 @@ class ImageDeconvolution:
         stop = stop or algo.iteration_count >= algo.iteration_max
         self._iterate(algo, stop, checkpoint, every, progress, callback)
         algo.finalization()
+        log_run_checks(algo)  # the statistic fell? limit before the rule? background on a bound?
         return algo.results
 
     def resume_identity(self) -> dict:
