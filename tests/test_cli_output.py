@@ -204,36 +204,39 @@ def test_resume_refuses_other_data_or_changed_acceleration(sims, tmp_path, capsy
     assert _run(sims, out, "--resume", seed=2) == 2  # same shape, other counts
     line = _one_error_line(capsys)
     assert "written for other data" in line and "event counts" in line and "afresh" in line
-    assert _run(sims, out, "--resume", "--set",
-                "deconvolution:parameter:acceleration:algorithm=LineSearch") == 2
+    assert _run(sims, out, "--resume", "--set",  # rl.yml's accelerator is LineSearch
+                "deconvolution:parameter:acceleration:algorithm=SQUAREM") == 2
     line = _one_error_line(capsys)
-    assert "acceleration:algorithm" in line and "'LineSearch' now" in line
+    assert "acceleration:algorithm" in line and "'SQUAREM' now" in line
     assert (out / "config.yml").read_text() == config  # a refused resume changes nothing
     assert _run(sims, out, "--resume", "--set",
                 "deconvolution:parameter:iteration_max=3") == 0  # what may change
 
 
 def test_report_keeps_the_algorithm_and_flux_lines(finished, tmp_path):
-    first = (finished / "report.md").read_text().splitlines()
-    assert first[2].startswith("RL: 2 iterations") and first[3].startswith("Total flux")
+    def summary(text: str) -> list[str]:  # the lines under "## Summary" (after the checks)
+        return text.split("## Summary\n\n", 1)[1].splitlines()[:2]
+
+    first = summary((finished / "report.md").read_text())
+    assert first[0].startswith("RL: 2 iterations") and first[1].startswith("Total flux")
     (finished / "report.md").unlink()
     assert main(["--quiet", "report", str(finished)]) == 0
-    again = (finished / "report.md").read_text().splitlines()
-    assert again[2].split(" in ")[0] == first[2].split(" in ")[0] == "RL: 2 iterations"
-    assert again[3] == first[3]
+    again = summary((finished / "report.md").read_text())
+    assert again[0].split(" in ")[0] == first[0].split(" in ")[0] == "RL: 2 iterations"
+    assert again[1] == first[1]
 
 
 def test_a_background_norm_on_its_bound_is_a_warning(sims, tmp_path):
     out = tmp_path / "run"
     assert _run(sims, out, "--set", "deconvolution:parameter:"
                 "background_normalization_optimization:range={bkg: [0.01, 0.5]}") == 0
-    top = (out / "report.md").read_text().splitlines()[2]
-    assert top.startswith("**Warning:** background normalisation 'bkg' = 0.5 is on the upper "
-                          "bound 0.5")
+    checks = (out / "report.md").read_text().split("## Summary")[0]  # the top of the report
+    assert ("- **Warning:** background normalisation 'bkg' = 0.5 is on the upper bound 0.5"
+            in checks)
     assert "WARNING" in (out / "run.log").read_text()
     (out / "report.md").unlink()
     assert main(["--quiet", "report", str(out)]) == 0
-    assert (out / "report.md").read_text().splitlines()[2] == top
+    assert (out / "report.md").read_text().split("## Summary")[0] == checks
 
 
 def test_new_files_follow_the_umask(sims, tmp_path):

@@ -7,7 +7,8 @@
                             constant_data, diagnostics), netCDF4 via h5netcdf
     posterior_E<e>.fits     HEALPix maps of energy bin e, columns MEAN, STD, LOWER, UPPER,
                             SIGNIFICANCE (``healpy.read_map(path)`` reads the mean;
-                            ``field=1`` the std, ...)
+                            ``field=1`` the std, ...); BUNIT, E_MIN / E_MAX (keV),
+                            METHOD, NCHAINS, NDRAWS (:mod:`.maps`)
     summary.yml             method, settings, timings, diagnostics summary, backgrounds
     posterior.h5            histpy groups mean, std, median, lower, upper, significance,
                             map, rhat, ess_bulk, ess_tail, mcse_mean; group ``posterior``
@@ -34,6 +35,7 @@ from ..errors import FileFormatError
 from .atomic import atomic_target
 from .draws import write_draws
 from .histpy_h5 import read_histogram
+from .maps import write_healpix_maps
 
 __all__ = ["MARKER", "save_posterior", "read_posterior", "is_posterior_directory"]
 
@@ -138,18 +140,24 @@ def save_posterior(post, directory: str | Path, *, prob: float = 0.9, arviz: boo
 
 
 def _write_fits(d: Path, post, maps: dict) -> list[str]:
-    import healpy as hp
-
+    """One HEALPix FITS file per energy bin (:func:`.maps.write_healpix_maps`: the unit
+    spelled as in the run's image files, the energy range, method and draws)."""
     nest = bool(post.axes[0].is_nested)
+    edges = post.axes[1].edges
+    edges = edges.to_value("keV") if hasattr(edges, "to_value") else np.asarray(edges, float)
     names = []
-    cols = [maps[k] for k in ("mean", "std", "lower", "upper", "significance")]
+    cols = [maps[k.lower()] for k in FITS_COLUMNS]
     for e in range(post.axes.nbins[1]):
-        values = [np.asarray(m, dtype=np.float64)[:, e] for m in cols]
         path = d / f"posterior_E{e}.fits"
-        with atomic_target(path, True, "FITS maps") as tmp:
-            hp.write_map(str(tmp), values, nest=nest, coord="G", overwrite=True,
-                         column_names=list(FITS_COLUMNS),
-                         column_units=[post.unit] * 4 + [""], dtype=[np.float64] * 5)
+        write_healpix_maps(path, {k: np.asarray(m, dtype=np.float64)[:, e]
+                                  for k, m in zip(FITS_COLUMNS, cols)},
+                           nest=nest, unit=post.unit, energy_range_kev=(edges[e], edges[e + 1]),
+                           coordsys=getattr(getattr(post.axes[0], "coordsys", None), "name",
+                                            None) or "galactic",
+                           provenance={"METHOD": (post.method, "posterior method"),
+                                       "NCHAINS": (int(post.chains), "chains"),
+                                       "NDRAWS": (int(post.n_draws), "draws per chain")},
+                           unitless=("SIGNIFICANCE",))
         names.append(path.name)
     return names
 

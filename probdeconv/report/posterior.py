@@ -2,15 +2,17 @@
 
 :func:`write_report` draws into ``<directory>/figures/``
 
-- ``maps.png``: posterior mean, standard deviation and significance (mean/std) per energy
-  bin (Mollweide, healpy), with the true sky beside them when it is given;
+- ``maps.png``: posterior mean, standard deviation and significance (mean/std, on the
+  fixed range 0–5) per energy bin (Mollweide), with the true sky beside them on the mean's
+  colour scale when it is given; titles give the energy range in keV, colour bars the unit;
 - ``diagnostics.png``: distributions over pixels of R-hat, bulk and tail ESS (thresholds
   1.01 and 400 marked);
 - ``traces.png``: trace and rank plots of the worst pixels (highest R-hat) and of the
   background normalisations;
 - ``arviz_rank.png``: ArviZ's own rank plot of the same variables (``arviz.plot_rank``;
   skipped with a log message where the plotting backend fails);
-- ``loss.png`` (SVI) and ``truth.png`` (with a truth: mean ± std against the true flux),
+- ``loss.png`` (SVI) and ``truth.png`` (with a truth: mean ± std against the true flux,
+  log-log where the fluxes span decades),
 
 and writes ``report.md`` with the run settings, timings, diagnostic summary, the faint
 pixels (mean below two standard deviations: their 95 % upper limits) and background
@@ -26,7 +28,6 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import healpy as hp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from histpy import HealpixAxis  # noqa: E402
@@ -34,38 +35,52 @@ from histpy import HealpixAxis  # noqa: E402
 from ..io.atomic import atomic_target  # noqa: E402
 from ..results.arviz import ESS_MIN, RHAT_MAX  # noqa: E402
 from .run import save_figure  # noqa: E402
+from .sky import draw_map, energy_label, flux_range, new_figure, unit_label  # noqa: E402
 
 __all__ = ["write_report", "plot_maps", "plot_diagnostics", "plot_traces"]
 
 logger = logging.getLogger(__name__)
 
 
-def _ring(values: np.ndarray, nest: bool) -> np.ndarray:
-    return hp.reorder(values, n2r=True) if nest else values
+SIGNIFICANCE_RANGE = (0.0, 5.0)
+"""The fixed colour range of significance maps (mean/std), so ~1 never looks like structure."""
 
 
 def plot_maps(post, path: str | Path, truth: Any = None) -> Path:
-    """Mean, std and significance maps per energy bin (and the truth when given)."""
-    panels = [("mean", post.mean, post.unit), ("std", post.std, post.unit),
-              ("significance", post.significance, "mean/std")]
-    if truth is not None:
-        panels.insert(0, ("truth", np.asarray(truth, dtype=float), post.unit))
+    """Mean, std and significance maps per energy bin (and the truth when given).
+
+    Truth and mean share one colour scale from 0; the significance (mean/std) is drawn on
+    the fixed range :data:`SIGNIFICANCE_RANGE`; panels are titled with the energy range in
+    keV and colour bars carry the unit.
+    """
     n_e = int(post.axes.nbins[1])
     healpix = isinstance(post.axes[0], HealpixAxis)
     nest = bool(getattr(post.axes[0], "is_nested", False))
-    fig = plt.figure(figsize=(4.6 * len(panels), 3.0 * n_e))
+    unit = unit_label(post.unit)
+    mean, std = np.asarray(post.mean, float), np.asarray(post.std, float)
+    sig = np.asarray(post.significance, float)
+    t = None if truth is None else np.asarray(truth, dtype=float)
+    cols = 3 + (t is not None)
+    fig, axes = new_figure(n_e, cols, width=4.6, height=3.1)
     for e in range(n_e):
-        for i, (name, values, unit) in enumerate(panels):
-            sub = (n_e, len(panels), e * len(panels) + i + 1)
-            v = np.asarray(values, dtype=float)[:, e]
+        energy = energy_label(post.axes[1].edges, e)
+        lo, hi = flux_range(mean[:, e], *([] if t is None else [t[:, e]]))
+        panels = [] if t is None else [("truth", t[:, e], lo, hi, "viridis", unit)]
+        panels += [("posterior mean", mean[:, e], lo, hi, "viridis", unit),
+                   ("posterior std", std[:, e], *flux_range(std[:, e]), "magma", unit),
+                   (f"significance mean/std (fixed {SIGNIFICANCE_RANGE[0]:g}–"
+                    f"{SIGNIFICANCE_RANGE[1]:g})", sig[:, e], *SIGNIFICANCE_RANGE, "cividis",
+                    "mean / std")]
+        for ax, (name, v, vmin, vmax, cmap, label) in zip(axes[e], panels):
             if healpix:
-                hp.mollview(_ring(v, nest), fig=fig.number, sub=sub, title=f"{name} E{e}",
-                            unit=unit, cbar=True)
+                draw_map(fig, ax, v, nest=nest, vmin=vmin, vmax=vmax, cmap=cmap,
+                         title=f"{name}, {energy}", label=label)
             else:
-                ax = fig.add_subplot(*sub)
                 ax.bar(np.arange(v.size), v)
-                ax.set_title(f"{name} E{e}")
+                ax.set_ylim(vmin, vmax)
+                ax.set_title(f"{name}, {energy}", fontsize=10)
                 ax.set_xlabel("pixel")
+                ax.set_ylabel(label)
     return save_figure(fig, path)
 
 
@@ -146,16 +161,36 @@ def _arviz_rank(post, diag, path: Path) -> Path | None:
 
 
 def _truth_plot(post, truth, path: Path) -> Path:
+    """Posterior mean ± std against the true flux per free pixel; log-log axes when the true
+    fluxes span more than two decades (values below the floor are drawn at it)."""
     t = np.asarray(truth, dtype=float)[post.mask]
     m, s = post.mean[post.mask], post.std[post.mask]
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    ax.errorbar(t, m, yerr=s, fmt="o", ms=3, lw=0.8, alpha=0.7)
-    lim = [min(t.min(), (m - s).min()), max(t.max(), (m + s).max())]
-    ax.plot(lim, lim, "k--", lw=0.8)
-    ax.set_xlabel(f"true flux ({post.unit})")
+    fig, ax = plt.subplots(figsize=(5.8, 4.8))
+    positive = t[t > 0]
+    log = positive.size > 1 and positive.max() > 100 * positive.min()
+    lo, hi = flux_range(t, m + s, log=log)
+    if log:
+        floor = lo
+        y = np.maximum(m, floor)
+        low = np.maximum(m - s, floor)
+        ax.errorbar(np.maximum(t, floor), y, yerr=[y - low, np.maximum(m + s, floor) - y],
+                    fmt="o", ms=3, lw=0.8, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        lim = [floor / 1.5, hi * 1.5]
+        ax.set_xlabel(f"true flux ({unit_label(post.unit)}; below {floor:.2g}: at it)")
+    else:
+        ax.errorbar(t, m, yerr=s, fmt="o", ms=3, lw=0.8, alpha=0.7)
+        lim = [min(t.min(), (m - s).min()), max(t.max(), (m + s).max())]
+        ax.set_xlabel(f"true flux ({unit_label(post.unit)})")
+    ax.plot(lim, lim, "k--", lw=0.8, label="equal")
+    ax.set_xlim(lim)
+    ax.set_ylim(lim)
     ax.set_ylabel("posterior mean ± std")
-    inside = np.mean(np.abs(m - t) <= s)
-    ax.set_title(f"{inside:.0%} of pixels within 1 std of the truth")
+    inside = int(np.sum(np.abs(m - t) <= s))
+    ax.set_title(f"truth within mean ± std in {inside} of {t.size} pixels "
+                 f"({inside / max(t.size, 1):.0%}; ~68 % expected)", fontsize=10)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
 

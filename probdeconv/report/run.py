@@ -88,7 +88,6 @@ def plot_image(image, path: str | Path, truth=None, title: str = "reconstruction
         draw_map(fig, bottom[1], rec, nest=nest, vmin=llo, vmax=lhi, log=True,
                  title=f"{title} (log scale), {energy}", label=unit)
         _truth_scatter(bottom[2], t, rec, llo, lhi, unit, energy)
-    fig.tight_layout(rect=(0, 0, 1, 0.98))
     return save_figure(fig, path)
 
 

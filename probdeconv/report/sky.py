@@ -97,13 +97,15 @@ def draw_map(fig, ax, values: np.ndarray, *, nest: bool = False, vmin: float | N
                    interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=10)
-    cb = fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.06, pad=0.04)
+    cb = fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.06, pad=0.02)
     cb.set_label(label, fontsize=8)
     cb.ax.tick_params(labelsize=7)
     return im
 
 
 def new_figure(rows: int, cols: int, width: float = 4.6, height: float = 3.0):
-    """A figure with a ``rows × cols`` grid of axes (a 2-d array)."""
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    """A figure with a ``rows × cols`` grid of axes (a 2-d array), laid out by matplotlib's
+    constrained layout (titles and colour bars never clipped)."""
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
+                             layout="constrained")
     return fig, axes
