@@ -3,7 +3,8 @@
 Cases (``--cases``, default all):
 
 - ``nuts_args`` / ``nuts_const``: a short NUTS run (1 chain, ``--warmup`` + ``--samples``)
-  on a simulation directory (``--data``, e.g. ``probdeconv simulate --nside 8``) with the
+  on a simulation directory (``--data``, e.g. ``probdeconv simulate --nside 8``; or
+  ``--dc2``: the DC2-shape problem below, ``--tree-depth`` to bound the trees) with the
   datasets passed to the compiled sampler as arguments (``jit_model_args=True``, what
   probdeconv does) or compiled in as constants (NumPyro's default, the defect): wall time
   and peak resident memory;
@@ -86,12 +87,20 @@ def case_nuts(args, as_arguments: bool) -> dict:
             return real(*a, **k)
 
         mcmc.MCMC = constants
-    problem = _problem_from_sim(args.data)
-    start = prepare(problem, init="rl")
+    if args.dc2:  # DC2 shape; a rough start (a few mode steps from the flat image)
+        from probdeconv.forward.problem import Problem
+
+        ds, image = _dc2_dataset()
+        problem = Problem.from_datasets([ds], bkg_free=True, bkg_range=[[0.0, 100.0]])
+        start = prepare(problem, init="image", init_image=image, mode_iterations=3)
+    else:
+        problem = _problem_from_sim(args.data)
+        start = prepare(problem, init="rl")
     rss_start = _peak_gb()
     t0 = time.perf_counter()
     draws = mcmc.run_mcmc(problem, num_warmup=args.warmup, num_samples=args.samples,
-                          chains=1, progress_bar=False, start=start)
+                          chains=1, progress_bar=False, start=start,
+                          max_tree_depth=args.tree_depth)
     return {"seconds": round(time.perf_counter() - t0, 2), "peak_gb": round(_peak_gb(), 3),
             "peak_gb_before_sampling": round(rss_start, 3),
             "mean_leapfrog_steps": float(draws.store.read("stats.n_steps").mean()),
@@ -258,6 +267,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--dc2", action="store_true", help="NUTS cases at DC2 shape")
+    p.add_argument("--tree-depth", type=int, default=10, help="NUTS max_tree_depth")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--json", default=None)

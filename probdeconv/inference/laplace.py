@@ -78,7 +78,7 @@ from ..forward.problem import Problem
 from .draws import Draws, DrawStore
 from .fisher import cholesky_precision, precision_matrix, theta_to_model
 from .latent import Latent, bkg_transform, latent_to_flux, log_space_precision
-from .start import Start, prepare
+from .start import Start, prepare, start_settings
 
 __all__ = ["SPACES", "MARGINALS", "run_laplace", "cholesky_precision", "gamma_marginals"]
 
@@ -231,6 +231,7 @@ def run_laplace(problem: Problem, *, space: str = "log", marginals: str = "gamma
     settings = {"method": "laplace", "space": space, "fisher": fisher,
                 "marginals": marginals if space == "log" else "normal",
                 "num_draws": int(num_draws), "seed": int(seed), "n_params": int(n)}
+    settings.update(start_settings(start))
     if space == "linear":
         frac = negative / max(num_draws * problem.n_free, 1)
         settings["negative_fraction"] = float(frac)

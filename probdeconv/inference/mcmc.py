@@ -37,7 +37,7 @@ from ..errors import ParameterError
 from ..forward.problem import Problem
 from .draws import Draws, DrawStore
 from .latent import latent_model
-from .start import Start, begin
+from .start import Start, begin, start_settings
 
 __all__ = ["METHODS", "STAT_NAMES", "run_mcmc", "auto_chunk_size"]
 
@@ -191,6 +191,7 @@ def run_mcmc(problem: Problem, *, method: str = "nuts", num_warmup: int = 500,
                 "thinning": int(thinning), "chain_method": chain_method,
                 "chunk_size": int(per_chunk), "chunks": int(n_chunks),
                 "parameterisation": "whitened log-flux around the log-space mode"}
+    settings.update(start_settings(start))
     if method == "hmc":
         settings.update(num_steps=num_steps, trajectory_length=trajectory_length)
     return Draws(store, method, settings, timings, independent=False,

@@ -47,7 +47,7 @@ from .map import MAPOptions, map_run
 from .mode import find_mode
 
 __all__ = ["PRECONDITION", "Start", "flat_start", "mask_unexposed", "find_map", "prepare",
-           "begin"]
+           "begin", "start_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -267,6 +267,12 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     latent = Latent(jnp.asarray(problem.free_index), jnp.asarray(u, problem.dtype),
                     jnp.asarray(scale, problem.dtype))
     return Start(image, np.asarray(bkg), latent, precision, mode.log_density, seconds, notes)
+
+
+def start_settings(start: Start) -> dict:
+    """How the start was reached, for a sampler's settings: ``start_<key>`` of its notes
+    (MAP steps, mode steps, whether each search converged, largest whitened gradient)."""
+    return {f"start_{k}": v for k, v in (start.notes or {}).items()}
 
 
 def begin(problem: Problem, start: Start | None, prepare_options: dict):

@@ -50,7 +50,7 @@ from ..errors import ParameterError
 from ..forward.problem import Problem
 from .draws import Draws, DrawStore
 from .latent import latent_model, latent_to_flux
-from .start import Start, begin
+from .start import Start, begin, start_settings
 
 __all__ = ["GUIDES", "run_svi"]
 
@@ -197,6 +197,7 @@ def run_svi(problem: Problem, *, guide: str = "normal", rank: int | None = None,
                 "num_draws": int(num_draws), "seed": int(seed),
                 "final_loss": float(losses[-1]),
                 "parameterisation": "whitened log-flux around the log-space mode"}
+    settings.update(start_settings(start))
     return Draws(store, "svi", settings, timings, independent=True,
                  map_image=start.map_image, map_bkg=start.map_bkg, extras={"loss": losses},
                  start=start)
