@@ -27,6 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..io.atomic import atomic_target  # noqa: E402
 from ..shell.run_checks import run_checks, statistic_series  # noqa: E402
 from .checks import format_checks, summary_lines  # noqa: E402
 from .sky import draw_map, energy_label, flux_range, new_figure, unit_label  # noqa: E402
@@ -41,10 +42,11 @@ def save_figure(fig, path: str | Path, dpi: int = 90) -> Path:
     """Save atomically (temporary name, then rename) and close the figure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_target(path, overwrite=True, what="figure") as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -194,9 +196,8 @@ def write_run_report(directory: str | Path, title: str, settings: dict, figures:
     text = (f"# {title}\n\n" + "".join(f"{c}\n" for c in checks) + "\n".join(lines)
             + "\n\n| setting | value |\n| --- | --- |\n" + rows + "\n\n" + figs + "\n")
     path = directory / "report.md"
-    tmp = path.with_name(".tmp-report.md")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_target(path, overwrite=True, what="report") as tmp:
+        tmp.write_text(text)
     return path
 
 
