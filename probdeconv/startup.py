@@ -4,8 +4,8 @@ Importing probdeconv (JAX, NumPyro, ArviZ, ...) takes seconds before ``probdecon
 can catch anything.  When the process is the ``probdeconv`` command (the console script or
 ``python -m probdeconv``), :func:`guard_startup_interrupt` makes a Ctrl-C in that time end
 with one line instead of a traceback (the exit status stays the SIGINT one), and SIGTERM
-with one line and exit status 143; the command line installs its own handling once it runs.  In any other
-program importing probdeconv nothing is changed.
+with one line and exit status 143; the command line installs its own handling once it
+runs.  In any other program importing probdeconv nothing is changed.
 
 This module imports only the standard library, so that it can run first.
 """
