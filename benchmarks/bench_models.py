@@ -11,7 +11,7 @@ measures what a careful analyst checks:
   pixel or a neighbour (7.3° pixels at NSIDE 8);
 - for runs: how often the maximised statistic (log-posterior if any, else log-likelihood)
   fell, the last change, and whether the stopping rule or the iteration limit ended it;
-- for samplers: the largest R-hat;
+- for samplers: the largest R-hat and the 90 % interval of the total flux over the draws;
 - wall time of the command.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_models.py [--nside 8] [--sim DIR]
@@ -118,6 +118,9 @@ def bench(model: str, sim_dir: Path, out: Path, sets: list[str], timeout: float)
         post = Posterior.load(out)
         values = np.asarray(post.mean, float)
         row["max_rhat"] = float(np.nanmax(post.diagnostics().rhat))
+        totals = post.store.read("image").sum(axis=(2, 3)).ravel()  # total flux per draw
+        q05, q95 = np.quantile(totals, [0.05, 0.95]) / np.asarray(sim.truth, float).sum()
+        row["total_flux_90"] = [float(q05), float(q95)]
     row.update(image_quality(sim, values))
     return row
 
@@ -133,7 +136,9 @@ def markdown(rows: list[dict]) -> str:
         it = (f"{r['iterations']} of {r['iteration_max']}" if "iterations" in r else "")
         falls = (f"{r['falls']} ({r['statistic']})" if "falls" in r else "")
         last = f"{r['last_change']:.3g}" if "last_change" in r else ""
-        note = f"max R-hat {r['max_rhat']:.3f}" if "max_rhat" in r else ""
+        note = (f"max R-hat {r['max_rhat']:.3f}; total flux 90 % interval "
+                f"[{r['total_flux_90'][0]:.3f}, {r['total_flux_90'][1]:.3f}] x truth"
+                if "max_rhat" in r else "")
         lines.append(f"| {r['model']} | {r['command']} | {r['seconds']} | "
                      f"{r['flux_ratio']:.3f} | {r['correlation']:.3f} | "
                      f"{r['sources_found']}/{r['sources']} | {it} | {falls} | {last} | {note} |")
