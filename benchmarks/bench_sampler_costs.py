@@ -16,6 +16,11 @@ Cases (``--cases``, default all):
 - ``model_poisson`` / ``model_observed``: one gradient of the NumPyro model's log-density
   (what NUTS and SVI evaluate) at DC2 shape, with the counts as a ``Poisson(E)`` site over
   every bin (before) and as the observed-bin factor of ``sky_model`` (now);
+- ``faint``: the ``--faint`` faintest pixels of a simulation (smallest log-space precision
+  ``a`` at the mode): the log-space Laplace conditionals of each pixel (log-normal and
+  gamma, precision ``a = H_jj``, the others at the mode) against its exact one-pixel
+  conditional (quadrature along the pixel, the others at the mode): ratios of std, mean
+  and 95 % quantile;
 - ``bootstrap_dense`` / ``bootstrap_observed``: one batch of ``--batch`` RL bootstrap
   replicates at DC2 shape, ``--iterations`` iterations, over the whole data space (traced
   counts, the old way) and over the observed bins: time per replicate-iteration and peak
@@ -41,7 +46,7 @@ import time
 from pathlib import Path
 
 CASES = ("nuts_args", "nuts_const", "fisher", "gradient_dense", "gradient_observed",
-         "model_poisson", "model_observed", "bootstrap_dense", "bootstrap_observed")
+         "model_poisson", "model_observed", "bootstrap_dense", "bootstrap_observed", "faint")
 TAG = "@@RESULT@@ "
 
 
@@ -248,11 +253,67 @@ def case_bootstrap(args, observed: bool) -> dict:
             "peak_gb": round(_peak_gb(), 3), "peak_gb_after_setup": round(rss_setup, 3)}
 
 
+def case_faint(args) -> dict:
+    import jax.numpy as jnp
+    import numpy as np
+    from scipy.integrate import cumulative_trapezoid
+    from scipy.stats import gamma, lognorm
+
+    from probdeconv import forward as fm
+    from probdeconv.inference.latent import log_space_precision
+    from probdeconv.inference.start import prepare
+
+    problem = _problem_from_sim(args.data)
+    u = np.asarray(prepare(problem, init="rl").latent.center)
+    theta, h = log_space_precision(problem, u, kind="observed", diagonal=True)
+    n, ds = problem.n_free, problem.datasets[0]
+    image = np.zeros(int(np.prod(problem.model_shape)))
+    image[problem.free_index] = theta[:n]
+    e_all = np.asarray(fm.expected_counts(ds, jnp.asarray(image.reshape(problem.model_shape)),
+                                          jnp.asarray(theta[n:]))).ravel()
+    d = np.asarray(ds.counts).ravel()
+    exposure = np.asarray(fm.exposure(ds)).ravel()
+    ratios = {k: [] for k in ("a", "lognormal_std", "gamma_std", "lognormal_mean",
+                              "gamma_mean", "lognormal_q95", "gamma_q95")}
+    for j in np.argsort(h[:n])[:args.faint]:
+        pix = problem.free_index[j]
+        unit = np.zeros_like(image)
+        unit[pix] = 1.0
+        col = np.asarray(fm.sky_counts(ds, jnp.asarray(unit.reshape(problem.model_shape)))
+                         ).ravel()
+        nz = col > 0
+        rest = e_all[nz] - col[nz] * theta[j]  # E without pixel j
+        a = h[j]
+        ln = lognorm(s=np.sqrt(1 / a), scale=np.exp(u[j]))
+        ga = gamma(a, scale=np.exp(u[j]) / a)
+        lam = np.linspace(0.0, 2.0 * ln.ppf(1 - 1e-6), 4001)[1:]
+        logp = np.concatenate([
+            (d[nz][None] * np.log(rest[None] + col[nz][None] * lam[k:k + 100, None])).sum(1)
+            - exposure[pix] * lam[k:k + 100] for k in range(0, lam.size, 100)])
+        w = np.exp(logp - logp.max())
+        norm = np.trapezoid(w, lam)
+        mean = np.trapezoid(w * lam, lam) / norm
+        std = np.sqrt(np.trapezoid(w * (lam - mean) ** 2, lam) / norm)
+        cdf = cumulative_trapezoid(w, lam, initial=0.0)
+        q95 = np.interp(0.95, cdf / cdf[-1], lam)
+        for name, dist in (("lognormal", ln), ("gamma", ga)):
+            ratios[f"{name}_std"].append(dist.std() / std)
+            ratios[f"{name}_mean"].append(dist.mean() / mean)
+            ratios[f"{name}_q95"].append(dist.ppf(0.95) / q95)
+        ratios["a"].append(a)
+    return {"pixels": args.faint, **{k: {"median": round(float(np.median(v)), 3),
+                                         "min": round(float(np.min(v)), 3),
+                                         "max": round(float(np.max(v)), 3)}
+                                     for k, v in ratios.items()}}
+
+
 def run_case(name: str, args) -> dict:
     if name in ("nuts_args", "nuts_const"):
         return case_nuts(args, name == "nuts_args")
     if name == "fisher":
         return case_fisher(args)
+    if name == "faint":
+        return case_faint(args)
     if name.startswith("gradient"):
         return case_gradient(args, name.endswith("observed"))
     if name.startswith("model"):
@@ -268,6 +329,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--dc2", action="store_true", help="NUTS cases at DC2 shape")
+    p.add_argument("--faint", type=int, default=20, help="pixels of the faint case")
     p.add_argument("--tree-depth", type=int, default=10, help="NUTS max_tree_depth")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--iterations", type=int, default=5)

@@ -209,7 +209,8 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     precondition
         ``"diagonal"`` (default): ``scale = 1/√diag(H_u)``; ``"dense"``: whiten by the full
         log-space Laplace covariance, ``u = û + S z`` with ``S Sᵀ = H_u⁻¹`` (up to
-        ``dense_limit`` parameters; beyond, diagonal); ``"none"``: ``scale = 1``.
+        ``dense_limit`` parameters; beyond, diagonal); ``"none"``: ``scale = 1``.  (The
+        search for the mode is whitened by the diagonal in every case.)
     full
         Also keep the full log-space precision ``H_u`` (for the Laplace approximation).
     progress_bar
@@ -227,23 +228,18 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     t0 = time.perf_counter()
     n_par = problem.n_params
     dense = precondition == "dense" and n_par <= dense_limit
-    want_h = precondition != "none" or full
-    scale0, fdiag = None, None
-    if want_h:  # whitened search: bright and faint pixels (and backgrounds) alike
-        # the Fisher diagonal, once, at the MAP (squared response, a few back-projections)
-        theta = np.array(theta_of(problem, start_vector(problem, image, bkg)))
-        theta[:problem.n_free] = image.ravel()[problem.free_index]
-        fdiag = data_diagonal_theta(problem, theta, kind=fisher,
-                                    plans=[pair_plan(ds) for ds in problem.datasets])
-        curvature = fdiag + prior_diagonal(problem, theta)
-        grad = log_posterior_gradient(problem, theta)
-        n = problem.n_free
-        u0 = start_vector(problem, image, bkg, gradient=grad[:n], curvature=curvature[:n])
-        _, h0 = log_space_precision(problem, u0, kind=fisher, diagonal=True,
-                                    data_diagonal=fdiag)
-        scale0 = _scale(h0)
-    else:
-        u0 = start_vector(problem, image, bkg)
+    # The search is always whitened (bright and faint pixels, backgrounds alike): the Fisher
+    # diagonal, once, at the MAP (squared response, a few back-projections).
+    theta = np.array(theta_of(problem, start_vector(problem, image, bkg)))
+    theta[:problem.n_free] = image.ravel()[problem.free_index]
+    fdiag = data_diagonal_theta(problem, theta, kind=fisher,
+                                plans=[pair_plan(ds) for ds in problem.datasets])
+    curvature = fdiag + prior_diagonal(problem, theta)
+    grad = log_posterior_gradient(problem, theta)
+    n = problem.n_free
+    u0 = start_vector(problem, image, bkg, gradient=grad[:n], curvature=curvature[:n])
+    _, h0 = log_space_precision(problem, u0, kind=fisher, diagonal=True, data_diagonal=fdiag)
+    scale0 = _scale(h0)
     mode = find_mode(problem, u0, scale=scale0, max_iterations=mode_iterations,
                      gradient_tolerance=mode_tolerance, progress_bar=progress_bar)
     u = mode.u
@@ -257,7 +253,7 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
                                    progress_bar=progress_bar)
         precision = h if full else None
         scale = whitening(h) if dense else _scale(np.diag(h))
-    elif want_h:
+    elif precondition in ("diagonal", "dense"):  # dense beyond dense_limit: diagonal
         _, h = log_space_precision(problem, u, kind=fisher, diagonal=True, data_diagonal=fdiag)
         scale = _scale(h)
     if precondition == "none":
