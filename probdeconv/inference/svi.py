@@ -7,7 +7,10 @@ in ``z`` is a log-normal in flux.  It starts at ``z = 0`` (the log-space mode) w
 with an exponentially decaying learning rate, and posterior draws come from the fitted
 guide (``guide.sample_posterior``) in batches appended to a :class:`~.draws.DrawStore`.
 The fit runs in about 20 compiled chunks of steps (a progress bar; the datasets are
-arguments of the compiled loop, not constants in it).
+arguments of the compiled loop, not constants in it).  Each draw is stored with
+``stats.log_p`` (the log-density of ``z``: log-posterior + log-Jacobian) and
+``stats.log_q`` (the guide's log-density): the importance weights of PSIS-LOO
+(:mod:`.weights`).
 
 Timings (``Draws.timings``, seconds) cover the whole run: ``start_map``, ``start_mode``,
 ``start_precision`` (the common start, :func:`~.start.prepare`; absent when a prepared
@@ -51,6 +54,7 @@ from ..forward.problem import Problem
 from .draws import Draws, DrawStore
 from .latent import latent_model, latent_to_flux
 from .start import Start, begin, start_settings
+from .weights import latent_log_p, svi_log_q
 
 __all__ = ["GUIDES", "run_svi"]
 
@@ -171,7 +175,7 @@ def run_svi(problem: Problem, *, guide: str = "normal", rank: int | None = None,
     params = svi.get_params(state)
     logger.info("SVI: %d steps in %.1f s (+ %.1f s compilation), final loss %.10g",
                 len(losses), timings["fit"], timings["compile"], losses[-1])
-    shapes = {"image": problem.model_shape}
+    shapes = {"image": problem.model_shape, "stats.log_p": (), "stats.log_q": ()}
     if problem.config.bkg_free:
         shapes["bkg_norm"] = (problem.n_bkg,)
     store = DrawStore(1, shapes, backend=backend)
@@ -184,7 +188,9 @@ def run_svi(problem: Problem, *, guide: str = "normal", rank: int | None = None,
         key, sub = jax.random.split(key)
         z = g.sample_posterior(sub, params, sample_shape=(take,))["z"]
         images, bkgs = latent_to_flux(z, problem.config, latent)
-        chunk = {"image": np.asarray(images)[None]}
+        chunk = {"image": np.asarray(images)[None],  # and the importance weights' parts
+                 "stats.log_p": latent_log_p(z, *args)[None],
+                 "stats.log_q": svi_log_q(g, params, z)[None]}
         if problem.config.bkg_free:
             chunk["bkg_norm"] = np.asarray(bkgs)[None]
         store.append(chunk)
