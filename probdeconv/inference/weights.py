@@ -33,15 +33,27 @@ from ..forward.posterior import log_posterior
 from .latent import Latent, bkg_transform, latent_log_density
 
 __all__ = ["gaussian_log_density", "latent_log_p", "svi_log_q", "flux_log_p",
-           "gamma_copula_log_q"]
+           "gamma_copula_log_q", "laplace_log_weights"]
 
 
-def gaussian_log_density(dz: np.ndarray, chol: np.ndarray) -> np.ndarray:
-    """``log N(dz; 0, H⁻¹)`` of draws ``[n, d]`` for ``H = L Lᵀ`` (``chol = L``)."""
-    y = np.asarray(dz) @ chol  # (Lᵀ dz)ᵀ: dzᵀ H dz = |Lᵀ dz|²
-    d = y.shape[-1]
-    return (-0.5 * np.sum(y * y, axis=-1) + np.sum(np.log(np.diag(chol)))
-            - 0.5 * d * np.log(2.0 * np.pi))
+def gaussian_log_density(dz: np.ndarray, gaussian) -> np.ndarray:
+    """``log N(dz; 0, H⁻¹)`` of draws ``[n, d]``.
+
+    ``gaussian`` is the Cholesky factor ``L`` of ``H = L Lᵀ`` (an array), or a low-rank
+    precision (:class:`~.lowrank.LowRank`: ``H = S⁻¹ (V Θ Vᵀ + I − V Vᵀ) S⁻¹``).
+    """
+    dz = np.asarray(dz)
+    d = dz.shape[-1]
+    if isinstance(gaussian, np.ndarray | jax.Array):
+        chol = np.asarray(gaussian)
+        y = dz @ chol  # (Lᵀ dz)ᵀ: dzᵀ H dz = |Lᵀ dz|²
+        quad, log_det = np.sum(y * y, axis=-1), 2.0 * np.sum(np.log(np.diag(chol)))
+    else:
+        w = dz / gaussian.scale  # S⁻¹ dz
+        p = w @ gaussian.vectors  # [n, k]
+        quad = np.sum(w * w, axis=-1) + p * p @ (gaussian.values - 1.0)
+        log_det = -2.0 * np.sum(np.log(gaussian.scale)) + np.sum(np.log(gaussian.values))
+    return -0.5 * quad + 0.5 * log_det - 0.5 * d * np.log(2.0 * np.pi)
 
 
 BATCH = 8
@@ -86,7 +98,7 @@ def flux_log_p(images: np.ndarray, bkgs: np.ndarray, datasets, config) -> np.nda
     return np.where(negative | ~np.isfinite(out), -np.inf, out)
 
 
-def gamma_copula_log_q(dz: np.ndarray, chol: np.ndarray, center: np.ndarray, sd: np.ndarray,
+def gamma_copula_log_q(dz: np.ndarray, gaussian, center: np.ndarray, sd: np.ndarray,
                        theta: np.ndarray, n_img: int, config) -> np.ndarray:
     """``[n]`` flux-space log-density of the Laplace draws with gamma marginals.
 
@@ -102,9 +114,34 @@ def gamma_copula_log_q(dz: np.ndarray, chol: np.ndarray, center: np.ndarray, sd:
     b = a * np.exp(-c_img)
     log_g = (xlogy(a, b) + xlogy(a - 1.0, theta) - b * theta - gammaln(a))
     log_phi = -0.5 * x * x - 0.5 * np.log(2.0 * np.pi)
-    out = gaussian_log_density(dz, chol) - np.sum(log_phi - np.log(sd_img) - log_g, axis=1)
+    out = gaussian_log_density(dz, gaussian) - np.sum(log_phi - np.log(sd_img) - log_g, axis=1)
     if config.bkg_free:
         u = jnp.asarray(np.asarray(center)[n_img:] + dz[:, n_img:])
         t = bkg_transform(config)
         out = out - np.sum(np.asarray(t.log_abs_det_jacobian(u, t(u))), axis=1)
     return out
+
+
+def laplace_log_weights(problem, dz: np.ndarray, images: np.ndarray, bkgs: np.ndarray, *,
+                        space: str, gamma: bool, center, sd, gaussian, latent: Latent
+                        ) -> dict[str, np.ndarray]:
+    """``{"stats.log_p": [1, n], "stats.log_q": [1, n]}`` of a batch of Laplace draws.
+
+    ``dz [n, d]`` are the Gaussian deviations the draws ``images [n, lb, Ei]`` and
+    ``bkgs [n, K]`` came from; ``gaussian`` the precision (Cholesky factor or low rank,
+    :func:`gaussian_log_density`), ``latent`` the log-space centre with unit scale.
+    """
+    dz = np.asarray(dz)
+    cfg = problem.config
+    if space == "log" and not gamma:  # log-normal: the Gaussian in u itself
+        log_p = latent_log_p(dz, problem.datasets, cfg, latent)
+        log_q = gaussian_log_density(dz, gaussian)
+    else:
+        log_p = flux_log_p(images, np.asarray(bkgs), problem.datasets, cfg)
+        if gamma:
+            theta = np.asarray(images).reshape(dz.shape[0], -1)[:, problem.free_index]
+            log_q = gamma_copula_log_q(dz, gaussian, np.asarray(center), np.asarray(sd),
+                                       theta, problem.n_free, cfg)
+        else:  # linear: N(θ̂, H⁻¹) in flux
+            log_q = gaussian_log_density(dz, gaussian)
+    return {"stats.log_p": np.asarray(log_p)[None], "stats.log_q": np.asarray(log_q)[None]}
