@@ -248,7 +248,7 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def load_data_directory(directory: str | Path, dtype: str = "float64"):
+def load_data_directory(directory: str | Path, dtype: str = "float64", precision: str = "full"):
     """Datasets and (if simulated) the true sky of a data directory.
 
     Returns ``(data, truth)``; ``truth`` is None for real data.
@@ -266,7 +266,7 @@ def load_data_directory(directory: str | Path, dtype: str = "float64"):
                               "dataset.yml manifest).")
     if (d / "simulation.yml").is_file():
         sim = load_simulation(d)
-        return sim.dataif("simulation", dtype=dtype), sim.truth
+        return sim.dataif("simulation", dtype=dtype, precision=precision), sim.truth
     manifest = d / "dataset.yml"
     if not manifest.is_file():
         raise FileFormatError(f"--data {d}: neither simulation.yml nor dataset.yml found; "
@@ -279,11 +279,11 @@ def load_data_directory(directory: str | Path, dtype: str = "float64"):
     rsp_path = d / m["response"]
     if _is_full_detector_response(rsp_path):
         with FullDetectorResponse.open(rsp_path) as rsp:
-            data = DataIF_COSI_DC2.load(m["name"], event, bkgs, rsp,
-                                        coordsys_conv_matrix=ccm, dtype=dtype)
+            data = DataIF_COSI_DC2.load(m["name"], event, bkgs, rsp, coordsys_conv_matrix=ccm,
+                                        dtype=dtype, precision=precision)
     else:
         data = DataIF_COSI_DC2.load(m["name"], event, bkgs, read_histogram(rsp_path),
-                                    coordsys_conv_matrix=ccm, dtype=dtype)
+                                    coordsys_conv_matrix=ccm, dtype=dtype, precision=precision)
     truth = None
     if m.get("truth"):
         truth = AllSkyImageModel.open(d / m["truth"])

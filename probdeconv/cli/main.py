@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every", type=int, default=5, metavar="N",
                    help="write a checkpoint every N iterations (default 5)")
     r.add_argument("--float32", action="store_true", help="float32 arrays (default float64)")
+    r.add_argument("--precision", choices=("full", "mixed"), default="full",
+                   help="mixed: float32 response products, float64 likelihoods, sums and "
+                        "images (half the response memory; default full)")
 
     sp = sub.add_parser("sample", parents=[common],
                                        help="posterior sampling (NUTS, HMC, SVI, Laplace, "
@@ -123,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(repeatable)")
     sp.add_argument("--seed", type=int, default=None, help="random seed (sampling:seed)")
     sp.add_argument("--float32", action="store_true", help="float32 arrays (default float64)")
+    sp.add_argument("--precision", choices=("full", "mixed"), default="full",
+                    help="mixed: float32 response products, float64 likelihoods, sums and "
+                         "images (default full)")
 
     rp = sub.add_parser("report", parents=[common],
                         help="figures and report.md of a run or posterior directory",

@@ -74,7 +74,8 @@ def _run(args, warned: list[str]) -> str:
     check_output_directory(out, overwrite=args.overwrite, resume=args.resume)
     params = Parameters.open(args.config)
     apply_overrides(params, args.set, args.config, ("model_definition", "deconvolution"))
-    data, truth = load_data_directory(args.data, dtype="float32" if args.float32 else "float64")
+    data, truth = load_data_directory(args.data, dtype="float32" if args.float32 else "float64",
+                                      precision=args.precision)
     fit_model_to_data(params, data, args.set)
     params["deconvolution:parameter:save_results:activate"] = False
     ckpt = out / "checkpoint.npz"
@@ -149,7 +150,8 @@ def write_outputs(out: Path, algo, data, truth, params, args, elapsed: float,
             "background_range": {k: [float(b) for b in v] for k, v in ranges.items()},
             "log_warnings": list(log_warnings),
             "seconds": round(elapsed, 3), "resumed": bool(args.resume),
-            "dtype": "float32" if args.float32 else "float64", "status": "complete"}
+            "dtype": "float32" if args.float32 else "float64", "precision": args.precision,
+            "status": "complete"}
     sim_cfg = Path(args.data) / "simulation.yml"
     if sim_cfg.is_file():
         meta["simulation_seed"] = ((yaml.safe_load(sim_cfg.read_text()) or {}).get("config")

@@ -66,7 +66,8 @@ def sample_command(args) -> str:
         raise ParameterError(f"{args.config}: sampling:method is missing; add a section like "
                              "sampling: {method: nuts, num_samples: 1000} (see models/nuts.yml).")
     check_prior_section(params.get("prior"), "prior")  # before the data are read
-    data, truth = load_data_directory(args.data, dtype="float32" if args.float32 else "float64")
+    data, truth = load_data_directory(args.data, dtype="float32" if args.float32 else "float64",
+                                      precision=args.precision)
     if "model_definition" in params:
         fit_model_to_data(params, data, args.set)
     prior = params.get("prior")
@@ -87,7 +88,7 @@ def sample_command(args) -> str:
         meta = {"probdeconv_version": __version__, "python": platform.python_version(),
                 "command": "sample", "config": str(args.config), "data": str(args.data),
                 "overrides": list(args.set), "method": method, "seconds": round(elapsed, 3),
-                "dtype": "float32" if args.float32 else "float64"}
+                "dtype": "float32" if args.float32 else "float64", "precision": args.precision}
         with tqdm(total=2, desc="saving posterior", unit="step", disable=args.quiet,
                   leave=False) as bar:
             logger.info("sample: %s done in %.1f s; writing maps, draws and diagnostics",

@@ -41,9 +41,13 @@ All functions are pure and jit-able; arrays enter as pytree leaves, never as con
 closed over by compiled code.
 """
 
+from . import blocks as _blocks
 from . import dataset as _dataset
 from . import model as _model
+from . import precision as _precision
+from .blocks import *  # noqa: F403  (the names in blocks.__all__)
 from .dataset import *  # noqa: F403  (the names in dataset.__all__)
 from .model import *  # noqa: F403  (the names in model.__all__)
+from .precision import *  # noqa: F403  (the names in precision.__all__)
 
-__all__ = [*_dataset.__all__, *_model.__all__]
+__all__ = [*_blocks.__all__, *_dataset.__all__, *_model.__all__, *_precision.__all__]

@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import DataError
+from .blocks import TriangularResponse, response_row_sums
 
-__all__ = ["ALMOST_ZERO", "OBS_LENGTH_STEPS", "Dataset", "aligned_empty", "make_dataset",
-           "with_counts", "check_observed_view"]
+__all__ = ["ALMOST_ZERO", "OBS_LENGTH_STEPS", "PRECISIONS", "Dataset", "aligned_empty",
+           "make_dataset", "with_counts", "check_observed_view", "precision_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class Dataset:
     """
 
     counts: jax.Array  # [t, i]
-    response: jax.Array  # [(v, e), i]
+    response: jax.Array | TriangularResponse  # [(v, e), i]; float32 when precision="mixed"
     backgrounds: jax.Array  # [k, t, i]
     ccm_tv: jax.Array | None = None  # [nnz] flat (t, v) index
     ccm_l: jax.Array | None = None  # [nnz] model pixel index
@@ -113,6 +114,7 @@ def make_dataset(
     dtype: str | np.dtype = "float64",
     name: str = "dataset",
     share_response: bool = False,
+    precision: str = "full",
 ) -> Dataset:
     """Check arrays and build a :class:`Dataset`.
 
@@ -122,7 +124,9 @@ def make_dataset(
         Observed counts, shape ``(Em, Phi, PsiChi)`` (galactic) or
         ``(T, Em, Phi, PsiChi)`` (spacecraft frame, with ``ccm``).
     response
-        ``[NuLambda, Ei, Em, Phi, PsiChi]`` response (cm2 s galactic, cm2 local).
+        ``[NuLambda, Ei, Em, Phi, PsiChi]`` response (cm2 s galactic, cm2 local), or a
+        :class:`~probdeconv.forward.blocks.TriangularResponse` (continuum: only the
+        ``Em <= Ei`` blocks are stored).
     backgrounds
         Templates shaped like ``counts``.
     bkg_index
@@ -143,6 +147,12 @@ def make_dataset(
         is C-contiguous and 64-byte aligned (see :func:`aligned_empty`), the dataset uses
         its memory directly (one copy of a multi-GB response instead of two).  The caller
         must not modify the array afterwards.  Default ``False`` (copy).
+    precision
+        ``"full"`` (default): every array in ``dtype``.  ``"mixed"`` (with ``dtype``
+        float64): the response is stored in float32 (half the memory and bytes read per
+        product) and the response products return float64, so expectations, likelihoods,
+        sums, the EM ratio and images stay float64 (see ``benchmarks/README.md`` for the
+        differences from float64).
 
     Raises
     ------
@@ -159,15 +169,21 @@ def make_dataset(
     dtype = np.dtype(dtype)
     if dtype not in (np.float64, np.float32):
         raise DataError(f"dtype: got {dtype}; expected float64 (default) or float32.")
+    if precision not in PRECISIONS or (precision == "mixed" and dtype != np.float64):
+        raise DataError(f"{name}: precision={precision!r} with dtype {dtype}; expected "
+                        "'full' (any dtype) or 'mixed' (dtype float64: float32 response).")
+    rdtype = np.dtype(np.float32) if precision == "mixed" else dtype
     counts = np.asarray(counts, dtype=np.float64)
-    response = np.asarray(response)
-    if response.ndim != 5:
+    tri = isinstance(response, TriangularResponse)
+    response = response if tri else np.asarray(response)
+    shape5 = response.full_shape if tri else response.shape
+    if len(shape5) != 5:
         raise DataError(
-            f"{name}: response has {response.ndim} axes (shape {response.shape}); expected 5, "
+            f"{name}: response has {len(shape5)} axes (shape {shape5}); expected 5, "
             "[NuLambda, Ei, Em, Phi, PsiChi]. Sum out extra axes (SigmaTau, Dist) first."
         )
-    n_v, n_e = response.shape[:2]
-    data_shape = response.shape[2:]
+    n_v, n_e = shape5[:2]
+    data_shape = shape5[2:]
     local = ccm is not None
     expected_counts_shape = ((None,) if local else ()) + tuple(data_shape)
     if counts.ndim != len(expected_counts_shape) or counts.shape[-3:] != tuple(data_shape):
@@ -177,7 +193,8 @@ def make_dataset(
             "response's [Em, Phi, PsiChi] axes."
         )
     _check_finite_nonneg(f"{name}: counts", counts, "counts")
-    _check_finite_nonneg(f"{name}: response", response, "a response")
+    if not tri:  # (a TriangularResponse is checked when built)
+        _check_finite_nonneg(f"{name}: response", response, "a response")
     n_t = counts.shape[0] if local else 1
     d = int(np.prod(data_shape))
     bkgs = []
@@ -230,12 +247,13 @@ def make_dataset(
             ccm_l=jnp.asarray(l.astype(np.int32)),
             ccm_values=_copy(values, dtype),
         )
-    response = _device_array(response.reshape(n_v * n_e, d), dtype, share_response)
+    response = (response.astype(rdtype) if tri else
+                _device_array(response.reshape(n_v * n_e, d), rdtype, share_response))
     return Dataset(
         counts=_copy(counts.reshape(n_t, d), dtype),
         response=response,
         backgrounds=jnp.asarray(bkg_arr, dtype=dtype),
-        response_totals=jnp.sum(response, axis=1),
+        response_totals=response_row_sums(response, dtype),
         pixel_area=float(pixel_area),
         n_model_pixels=int(n_model_pixels),
         n_energies=int(n_e),
@@ -244,6 +262,16 @@ def make_dataset(
         bkg_totals=jnp.asarray(bkg_arr.sum(axis=(1, 2)), dtype=dtype),
         **_observed_view(counts.reshape(-1), bkg_arr.reshape(len(bkgs), n_t * d), dtype),
     )
+
+
+PRECISIONS = ("full", "mixed")
+"""Values of ``make_dataset``'s ``precision``."""
+
+
+def precision_of(ds: Dataset) -> str:
+    """``"float64"``, ``"float32"`` or ``"mixed"`` (float32 response, float64 otherwise)."""
+    data, rsp = np.dtype(ds.counts.dtype), np.dtype(ds.response.dtype)
+    return "mixed" if rsp != data else str(data)
 
 
 ALIGNMENT = 64

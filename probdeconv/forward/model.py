@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from .blocks import response_adjoint_product, response_product
 from .dataset import ALMOST_ZERO, Dataset
 
 __all__ = [
@@ -67,7 +68,7 @@ def _rotate_adjoint(ds: Dataset, u: jax.Array) -> jax.Array:
 def sky_counts(ds: Dataset, model: jax.Array) -> jax.Array:
     """Sky part of the expectation, ``A λ``, shape ``[t, i]`` (no background, no ε)."""
     m = _rotate(ds, model)  # [t, (v, Ei)]
-    return ds.pixel_area * (m @ ds.response)  # [t, (v, Ei)] x [(v, Ei), i] -> [t, i]
+    return ds.pixel_area * response_product(m, ds.response)  # x [(v, Ei), i] -> [t, i]
 
 
 def background_counts(ds: Dataset, bkg_norm: jax.Array) -> jax.Array:
@@ -97,7 +98,7 @@ def expected_counts(
 
 def backproject(ds: Dataset, h: jax.Array) -> jax.Array:
     """Transpose product ``Aᵀ H`` of a data-space array ``H[t, i]``, shape ``[lb, Ei]``."""
-    u = h @ ds.response.T  # [t, i] x [i, (v, Ei)] -> [t, (v, Ei)]
+    u = response_adjoint_product(h, ds.response)  # [t, i] x [i, (v, Ei)] -> [t, (v, Ei)]
     return ds.pixel_area * _rotate_adjoint(ds, u)  # -> [lb, Ei]
 
 
@@ -163,7 +164,7 @@ def reduced_sky(ds: Dataset, model: jax.Array) -> jax.Array:
     needs it (one forward projection).  Linear in ``model``.
     """
     m = _rotate(ds, model)  # [t, (v, Ei)]
-    full = ds.pixel_area * (m @ ds.response)  # [t, i]
+    full = ds.pixel_area * response_product(m, ds.response)  # [t, i]
     total = ds.pixel_area * jnp.sum(m @ ds.response_totals)  # Σ_i (A λ)_i from row sums
     return jnp.concatenate([observed(ds, full), total[None]])
 

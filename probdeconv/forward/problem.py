@@ -30,8 +30,9 @@ import numpy as np
 
 from ..errors import DataError, ParameterError
 from ..units import FLUX_UNIT_NAME
-from .dataset import Dataset
+from .dataset import Dataset, precision_of
 from .posterior import SkyModelConfig, make_config
+from .precision import with_precision
 
 __all__ = ["FLUX_UNIT", "ImageGrid", "Problem"]
 
@@ -145,13 +146,20 @@ class Problem:
     def dtype(self) -> np.dtype:
         return np.dtype(self.datasets[0].counts.dtype)
 
+    @property
+    def precision(self) -> str:
+        """``"float64"``, ``"float32"`` or ``"mixed"`` (float32 response products)."""
+        return precision_of(self.datasets[0])
+
     # ------------------------------------------------------------------ builder
     @classmethod
     def from_datasets(cls, datasets: Sequence[Dataset], config: SkyModelConfig | None = None,
                       *, grid: ImageGrid | None = None, bkg_names: Sequence[str] = (),
-                      dataset_names: Sequence[str] = (), **config_options: Any) -> Problem:
+                      dataset_names: Sequence[str] = (), precision: str | None = None,
+                      **config_options: Any) -> Problem:
         """A problem from forward datasets; ``config`` or :func:`~.posterior.make_config`
-        options.
+        options.  ``precision`` (``"full"`` or ``"mixed"``) re-stores every dataset's
+        response for that precision (:func:`~.precision.with_precision`); ``None`` keeps it.
 
         Examples
         --------
@@ -165,6 +173,8 @@ class Problem:
         datasets = tuple(datasets)
         if not datasets:
             raise DataError("Problem.from_datasets: no dataset given.")
+        if precision is not None:
+            datasets = tuple(with_precision(ds, precision) for ds in datasets)
         if config is None:
             n_bkg = 1 + max((max(ds.bkg_index, default=-1) for ds in datasets), default=-1)
             config_options.setdefault("n_bkg", n_bkg)

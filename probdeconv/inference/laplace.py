@@ -34,6 +34,16 @@ the model's log-prior.  Both are ``n × n`` with ``n`` the free parameters, rest
 the free pixels; masked pixels are 0 in every draw.  The dense precision is computed once,
 at the mode (:func:`~.start.prepare` with ``full=True``).
 
+Curvature (``curvature``).  ``"dense"`` forms ``H_u`` (one forward and back projection per
+parameter) and factorises it; ``"lowrank"`` never forms it: a low-rank plus diagonal
+approximation from block-Lanczos products whose rank doubles until the σ map settles
+(:mod:`.lowrank`, log space only; the settings record the rank, the captured variance
+share and the rank history); ``"auto"`` (default) is dense up to :data:`LOWRANK_ABOVE`
+parameters.
+
+Each draw is stored with ``stats.log_p`` and ``stats.log_q``, the log-posterior and the
+approximation's log-density at it (:mod:`.weights`): the importance weights of PSIS-LOO.
+
 Timings (``Draws.timings``, seconds): ``start_map``, ``start_mode``, ``start_precision``
 (the start, with the dense precision at the mode), ``factorise`` (Cholesky factor and
 marginal spreads), ``draws`` and ``total`` (the whole call).
@@ -78,14 +88,21 @@ from ..forward.problem import Problem
 from .draws import Draws, DrawStore
 from .fisher import cholesky_precision, precision_matrix, theta_to_model
 from .latent import Latent, bkg_transform, latent_to_flux, log_space_precision
+from .lowrank import lowrank_precision
 from .start import Start, prepare, start_settings
+from .weights import laplace_log_weights
 
-__all__ = ["SPACES", "MARGINALS", "run_laplace", "cholesky_precision", "gamma_marginals"]
+__all__ = ["SPACES", "MARGINALS", "CURVATURES", "LOWRANK_ABOVE", "run_laplace",
+           "cholesky_precision", "gamma_marginals"]
 
 logger = logging.getLogger(__name__)
 
 SPACES = ("log", "linear")
 MARGINALS = ("gamma", "lognormal")
+CURVATURES = ("auto", "dense", "lowrank")
+LOWRANK_ABOVE = 2048
+"""``curvature="auto"``: dense up to this many free parameters, low rank (:mod:`.lowrank`)
+above."""
 
 
 def gamma_marginals(du: np.ndarray, center: np.ndarray, sd: np.ndarray) -> np.ndarray:
@@ -137,7 +154,9 @@ def run_laplace(problem: Problem, *, space: str = "log", marginals: str = "gamma
                 fisher: str = "observed", max_params: int = 8192,
                 batch_draws: int | None = None, backend: Any = None,
                 batch_size: int | None = None, start: Start | None = None,
-                progress_bar: bool = False, **prepare_options: Any) -> Draws:
+                progress_bar: bool = False, curvature: str = "auto", rank: int = 32,
+                max_rank: int | None = None, rank_tolerance: float = 0.01,
+                **prepare_options: Any) -> Draws:
     """Draws from the Laplace approximation of the posterior.
 
     Parameters
@@ -157,6 +176,13 @@ def run_laplace(problem: Problem, *, space: str = "log", marginals: str = "gamma
         Columns of the precision built per compiled batch.
     progress_bar
         Progress bars for the start (MAP, mode) and the draws.
+    curvature
+        ``"dense"`` (the ``n × n`` precision), ``"lowrank"`` (matrix-free low rank plus
+        diagonal, :mod:`.lowrank`; log space only) or ``"auto"`` (dense up to
+        :data:`LOWRANK_ABOVE` parameters).
+    rank, max_rank, rank_tolerance
+        The low-rank rule: first rank, limit, and the relative change of the informative
+        pixels' σ (95th percentile) below which the doubling stops.
     """
     if space not in SPACES:
         raise ParameterError(f"space: got {space!r}; valid choices: {', '.join(SPACES)}.")
@@ -165,20 +191,37 @@ def run_laplace(problem: Problem, *, space: str = "log", marginals: str = "gamma
                              f"{', '.join(MARGINALS)}.")
     if int(num_draws) != num_draws or num_draws < 1:
         raise ParameterError(f"num_draws: got {num_draws!r}; expected an integer >= 1.")
+    if curvature not in CURVATURES:
+        raise ParameterError(f"curvature: got {curvature!r}; valid choices: "
+                             f"{', '.join(CURVATURES)}.")
     n = problem.n_params
-    if n > max_params:
+    if curvature == "auto":
+        curvature = "lowrank" if (space == "log" and n > LOWRANK_ABOVE) else "dense"
+    lowrank = curvature == "lowrank"
+    if lowrank and space != "log":
+        raise ParameterError("curvature='lowrank' works in log space only; use space='log' "
+                             "or curvature='dense'.")
+    if n > max_params and not lowrank:
         raise ParameterError(f"Laplace: {n} free parameters need a dense {n} x {n} precision "
-                             f"matrix (limit max_params = {max_params}); mask pixels, raise "
-                             "max_params, or use method='svi'.")
+                             f"matrix (limit max_params = {max_params}); use curvature='lowrank', "
+                             "mask pixels, or raise max_params.")
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     if start is None:
-        start = prepare(problem, full=(space == "log"), precondition="none", fisher=fisher,
+        start = prepare(problem, full=(space == "log" and not lowrank), precondition="none",
+                        fisher=fisher,
                         batch_size=batch_size, progress_bar=progress_bar, **prepare_options)
     timings.update({f"start_{k}": v for k, v in start.seconds.items()})
     t0 = time.perf_counter()
     free = jnp.asarray(problem.free_index)
-    if space == "log":
+    lr = None
+    if lowrank:
+        center = start.latent.center
+        lr = lowrank_precision(problem, np.asarray(center), kind=fisher, rank=rank,
+                               max_rank=max_rank, tolerance=rank_tolerance, seed=seed,
+                               progress_bar=progress_bar)
+        sd = lr.sd
+    elif space == "log":
         center = start.latent.center
         h = start.precision
         if h is None or (start.notes or {}).get("fisher") != fisher:  # once, at the mode
@@ -191,12 +234,13 @@ def run_laplace(problem: Problem, *, space: str = "log", marginals: str = "gamma
         h = precision_matrix(problem, theta, kind=fisher, batch_size=batch_size,
                              progress_bar=progress_bar)
         center = jnp.asarray(theta, problem.dtype)
-    chol = cholesky_precision(np.asarray(h))
     gamma = space == "log" and marginals == "gamma"
-    if gamma:  # marginal standard deviations: diag(H⁻¹) = column norms² of L⁻¹
+    if not lowrank:
+        chol = cholesky_precision(np.asarray(h))
+    if gamma and not lowrank:  # marginal standard deviations: diag(H⁻¹) = column norms² of L⁻¹
         sd = np.sqrt(np.sum(sla.solve_triangular(chol, np.eye(n), lower=True) ** 2, axis=0))
     timings["factorise"] = time.perf_counter() - t0  # (+ the precision, when not the start's)
-    shapes = {"image": problem.model_shape}
+    shapes = {"image": problem.model_shape, "stats.log_p": (), "stats.log_q": ()}
     if problem.config.bkg_free:
         shapes["bkg_norm"] = (problem.n_bkg,)
     store = DrawStore(1, shapes, backend=backend)
@@ -211,7 +255,10 @@ def run_laplace(problem: Problem, *, space: str = "log", marginals: str = "gamma
     while done < num_draws:
         take = min(batch, num_draws - done)
         eps = rng.standard_normal((n, take))
-        dz = sla.solve_triangular(chol.T, eps, lower=False).T  # L⁻ᵀ ε ~ N(0, H⁻¹)
+        if lowrank:
+            dz = lr.deviations(eps)
+        else:
+            dz = sla.solve_triangular(chol.T, eps, lower=False).T  # L⁻ᵀ ε ~ N(0, H⁻¹)
         if gamma:
             images, bkgs = _gamma_draws(problem, dz, np.asarray(center), sd)
         elif space == "log":
@@ -222,6 +269,9 @@ def run_laplace(problem: Problem, *, space: str = "log", marginals: str = "gamma
         chunk = {"image": np.asarray(images)[None]}
         if problem.config.bkg_free:
             chunk["bkg_norm"] = np.asarray(bkgs)[None]
+        chunk.update(laplace_log_weights(  # importance weights for PSIS-LOO
+            problem, dz, images, bkgs, space=space, gamma=gamma, center=center,
+            sd=sd if gamma else None, gaussian=lr if lowrank else chol, latent=latent))
         store.append(chunk)
         done += take
         bar.update(take)
@@ -230,7 +280,12 @@ def run_laplace(problem: Problem, *, space: str = "log", marginals: str = "gamma
     timings["total"] = time.perf_counter() - t_all
     settings = {"method": "laplace", "space": space, "fisher": fisher,
                 "marginals": marginals if space == "log" else "normal",
-                "num_draws": int(num_draws), "seed": int(seed), "n_params": int(n)}
+                "num_draws": int(num_draws), "seed": int(seed), "n_params": int(n),
+                "curvature": curvature}
+    if lowrank:
+        settings.update(rank=lr.rank, captured_variance=lr.captured,
+                        rank_converged=lr.converged, rank_tolerance=float(rank_tolerance),
+                        rank_history=", ".join(f"{k}: {c:.3g}" for k, c, _ in lr.history))
     settings.update(start_settings(start))
     if space == "linear":
         frac = negative / max(num_draws * problem.n_free, 1)

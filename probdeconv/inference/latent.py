@@ -65,7 +65,7 @@ from .model import bkg_support, sky_model
 
 __all__ = ["Latent", "bkg_transform", "to_model", "latent_to_flux", "latent_model",
            "latent_log_density", "start_vector", "log_posterior_gradient", "theta_of",
-           "log_space_precision", "whitening"]
+           "log_space_precision", "whitening", "chain_terms"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,8 +208,9 @@ def _log_abs_dt(u: jax.Array, n_img: int, config):
 
 
 @jax.jit
-def _chain_terms(u, free, datasets, config):
-    """``T'(u)``, and the diagonal ``−g T'' − (log|T'|)''`` of the change of variables."""
+def chain_terms(u, free, datasets, config):
+    """``θ = T(u)``, ``T'(u)``, and the diagonal ``−g T'' − (log|T'|)''`` of the change of
+    variables (``g`` the log-posterior's gradient in ``θ``)."""
     n_img = free.shape[0]
     ones = jnp.ones_like(u)
     theta, t1 = jax.jvp(lambda x: _transform(x, n_img, config), (u,), (ones,))
@@ -244,7 +245,7 @@ def log_space_precision(problem: Problem, u: np.ndarray, *, kind: str = "expecte
     :func:`~.fisher_diag.pair_plan`.
     """
     free = jnp.asarray(problem.free_index)
-    theta, t1, c = _chain_terms(jnp.asarray(u, dtype=problem.dtype), free, problem.datasets,
+    theta, t1, c = chain_terms(jnp.asarray(u, dtype=problem.dtype), free, problem.datasets,
                                 problem.config)
     theta, t1, c = np.asarray(theta), np.asarray(t1), np.asarray(c)
     if diagonal:

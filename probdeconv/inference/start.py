@@ -45,13 +45,15 @@ from .latent import (
 )
 from .map import MAPOptions, map_run
 from .mode import find_mode
+from .newton import em_start, newton_mode
 
-__all__ = ["PRECONDITION", "Start", "flat_start", "mask_unexposed", "find_map", "prepare",
-           "begin", "start_settings"]
+__all__ = ["PRECONDITION", "MODE_METHODS", "Start", "flat_start", "mask_unexposed", "find_map",
+           "prepare", "begin", "start_settings"]
 
 logger = logging.getLogger(__name__)
 
 PRECONDITION = ("diagonal", "dense", "none")
+MODE_METHODS = ("lbfgs", "newton")
 
 
 class Start(NamedTuple):
@@ -160,6 +162,12 @@ def _map_phase(problem: Problem, init: str, init_image, map_iterations: int,
                         "flux-space MAP is only its start).", res.iterations,
                         res.log_posterior[-1], map_tolerance)
         return np.asarray(res.image), np.asarray(res.bkg_norm)
+    if init == "em":
+        image, bkg, steps, ok = em_start(
+            problem, flat_start(problem) if init_image is None else init_image,
+            progress_bar=progress_bar)
+        notes.update(em_steps=steps, em_converged=ok)
+        return image, bkg
     if init == "rl":
         notes.update(rl_iterations=RL_START_ITERATIONS)
         return _rl_start(problem, init_image, progress_bar)
@@ -167,7 +175,7 @@ def _map_phase(problem: Problem, init: str, init_image, map_iterations: int,
         if init_image is None:
             raise ParameterError("init='image' needs init_image (an [lb, Ei] array).")
         return np.asarray(init_image, dtype=np.float64), np.asarray(cfg.bkg_fixed)
-    raise ParameterError(f"init: got {init!r}; valid choices: map, rl, image.")
+    raise ParameterError(f"init: got {init!r}; valid choices: map, em, rl, image.")
 
 
 def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | None = None,
@@ -175,7 +183,7 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
             mode_iterations: int = 500, mode_tolerance: float = 1e-3,
             precondition: str = "diagonal", fisher: str = "expected", full: bool = False,
             dense_limit: int = 2048, batch_size: int | None = None,
-            progress_bar: bool = False) -> Start:
+            mode_method: str = "lbfgs", progress_bar: bool = False) -> Start:
     """MAP, log-space mode and whitening scales: the common start of every sampler.
 
     Phases (each timed in ``Start.seconds``; progress bars with ``progress_bar=True``):
@@ -192,9 +200,10 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     Parameters
     ----------
     init
-        ``"map"`` (gradient MAP by :func:`~.map.map_run`) or ``"rl"`` (Richardson-Lucy,
-        100 iterations, then the log-space refinement); ``"image"`` uses ``init_image``
-        as the MAP.
+        ``"map"`` (gradient MAP by :func:`~.map.map_run`), ``"em"`` (SQUAREM-accelerated
+        RL to its maximum-likelihood image, :func:`~.newton.em_start`: seconds) or ``"rl"``
+        (Richardson-Lucy, 100 iterations), then the log-space refinement; ``"image"`` uses
+        ``init_image`` as the MAP.
     map_iterations, map_tolerance
         Steps and relative tolerance of the flux-space MAP.  It is only the start of the
         log-space search, which needs neither its last digits (slow to reach: its zero
@@ -203,6 +212,10 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
         NSIDE-8 simulation (769 parameters, 2-core CPU) the MAP meets 1e-9 after 359 steps
         (93 s) and the mode search then takes 50 steps; from 150 MAP steps (46 s) it takes
         56 steps to the same mode; from ``init="rl"`` (100 RL iterations, 20 s) 44 steps.
+    mode_method
+        ``"lbfgs"`` (:func:`~.mode.find_mode`) or ``"newton"`` (Newton-CG with the exact
+        matrix-free Hessian, :func:`~.newton.newton_mode`: a few steps of up to 100
+        Hessian-vector products; with ``init="em"`` the fast start).
     mode_iterations, mode_tolerance
         Steps of the log-space mode search and its tolerance on the largest whitened
         gradient (about posterior standard deviations from the mode).
@@ -219,6 +232,9 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     if precondition not in PRECONDITION:
         raise ParameterError(f"precondition: got {precondition!r}; valid choices: "
                              f"{', '.join(PRECONDITION)}.")
+    if mode_method not in MODE_METHODS:
+        raise ParameterError(f"mode_method: got {mode_method!r}; valid choices: "
+                             f"{', '.join(MODE_METHODS)}.")
     seconds, notes = {}, {}
     t0 = time.perf_counter()
     image, bkg = _map_phase(problem, init, init_image, map_iterations, map_tolerance,
@@ -240,8 +256,14 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     u0 = start_vector(problem, image, bkg, gradient=grad[:n], curvature=curvature[:n])
     _, h0 = log_space_precision(problem, u0, kind=fisher, diagonal=True, data_diagonal=fdiag)
     scale0 = _scale(h0)
-    mode = find_mode(problem, u0, scale=scale0, max_iterations=mode_iterations,
-                     gradient_tolerance=mode_tolerance, progress_bar=progress_bar)
+    logger.info("start: %s phase done in %.1f s; log-space mode search (%s) from the "
+                "per-pixel conditional modes", init, seconds["map"], mode_method)
+    if mode_method == "newton":
+        mode = newton_mode(problem, u0, scale=scale0, max_iterations=min(mode_iterations, 50),
+                           gradient_tolerance=mode_tolerance, progress_bar=progress_bar)
+    else:
+        mode = find_mode(problem, u0, scale=scale0, max_iterations=mode_iterations,
+                         gradient_tolerance=mode_tolerance, progress_bar=progress_bar)
     u = mode.u
     notes.update(mode_steps=mode.iterations, mode_converged=mode.converged,
                  mode_gradient_max=mode.gradient_max)
@@ -260,6 +282,8 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
         scale = np.ones_like(u)
     seconds["precision"] = time.perf_counter() - t0
     notes["fisher"] = fisher
+    notes["mode_method"] = mode_method
+    logger.info("start: mode %.1f s, whitening %.1f s", seconds["mode"], seconds["precision"])
     latent = Latent(jnp.asarray(problem.free_index), jnp.asarray(u, problem.dtype),
                     jnp.asarray(scale, problem.dtype))
     return Start(image, np.asarray(bkg), latent, precision, mode.log_density, seconds, notes)

@@ -181,7 +181,8 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, name, event_binned_data, dict_bkg_binned_data, rsp, coordsys_conv_matrix=None,
-             is_miniDC2_format=False, dtype="float64") -> DataIF_COSI_DC2:
+             is_miniDC2_format=False, dtype="float64",
+             precision="full") -> DataIF_COSI_DC2:
         """Check and load one dataset.
 
         Parameters
@@ -199,6 +200,9 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
             ``[Time|ScAtt, lb, NuLambda]``; given for the spacecraft-frame data space.
         dtype : {"float64", "float32"}
             Precision of the forward model arrays.
+        precision : {"full", "mixed"}
+            ``"mixed"`` (dtype float64): the response in float32, products returned and
+            summed in float64 (see :func:`probdeconv.forward.make_dataset`).
 
         Raises
         ------
@@ -241,7 +245,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
                     _histogram(ccm, f"dataset {name!r}: coordsys_conv_matrix"))
             new._coordsys_conv_matrix = ccm
         new._check_axes()
-        new._build(dtype)
+        new._build(dtype, precision)
         return new
 
     def _check_axes(self) -> None:
@@ -286,7 +290,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
             raise DataError(f"dataset {name!r}: the event histogram has unit {ev.unit}; counts "
                             "must be dimensionless (no unit).")
 
-    def _build(self, dtype) -> None:
+    def _build(self, dtype, precision="full") -> None:
         rsp, ccm = self._image_response, self._coordsys_conv_matrix
         self._data_axes = self._event.axes
         lb_axis = (rsp.axes["NuLambda"] if ccm is None else ccm.axes["lb"]).copy()
@@ -312,7 +316,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
             kw = dict(ccm=ccm.coo(), n_model_pixels=ccm.axes["lb"].nbins)
         self._forward = fm.make_dataset(
             counts, response, bkgs, pixel_area=float(self._model_axes["lb"].pixarea().to_value(
-                u.sr)), dtype=dtype, name=str(self.name),
+                u.sr)), dtype=dtype, precision=precision, name=str(self.name),
             share_response=self._owns_response, **kw)
         self._response_unit = expected
         # The forward dataset holds the response now; keep only the axes of the histogram

@@ -169,7 +169,8 @@ class Simulation:
             out[name] = float(np.sqrt(max(ts, 0.0)))
         return out
 
-    def dataif(self, name: str = "simulation", dtype: str = "float64") -> DataIF_COSI_DC2:
+    def dataif(self, name: str = "simulation", dtype: str = "float64",
+               precision: str = "full") -> DataIF_COSI_DC2:
         """Load as :class:`DataIF_COSI_DC2` with background ``"bkg"``.
 
         Reads the response through :class:`FullDetectorResponse` when the files exist
@@ -179,9 +180,11 @@ class Simulation:
         if rsp_path is not None and Path(rsp_path).is_file():
             with FullDetectorResponse.open(rsp_path) as rsp:
                 return DataIF_COSI_DC2.load(name, self.event, {"bkg": self.background}, rsp,
-                                            coordsys_conv_matrix=self.ccm, dtype=dtype)
+                                            coordsys_conv_matrix=self.ccm, dtype=dtype,
+                                            precision=precision)
         return DataIF_COSI_DC2.load(name, self.event, {"bkg": self.background}, self.response,
-                                    coordsys_conv_matrix=self.ccm, dtype=dtype)
+                                    coordsys_conv_matrix=self.ccm, dtype=dtype,
+                                    precision=precision)
 
     def summary(self) -> dict[str, Any]:
         """Totals and sizes (what ``simulation.yml`` records besides the settings)."""
