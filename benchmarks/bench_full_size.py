@@ -15,6 +15,13 @@ skips it, printing the figure, when it exceeds ``--mem-limit`` GB; sizes that fi
 their float64 twin: log-likelihood and final-image differences.  The problems are those of
 ``dc2_synth.py``.
 
+cosipy 0.4.3 (``--cosipy-python``, default ``/tmp/cosipy-venv/bin/python`` when it exists)
+runs the galactic cases up to ``--cosipy-max-nside`` in the same run: the problem is
+written as histpy-layout HDF5 files (event, background, a precomputed galactic response in
+cm² s, a parameter file for ``RLadvanced``, MaxStep, the same settings), read with
+``Histogram.open`` and ``DataIF_COSI_DC2.load``, and iterated with the same stopping rule
+(``iteration()`` called until the rule or the limit; cosipy's own flag is ignored).
+
 Examples::
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_full_size.py --cases galactic:16 \\
@@ -142,6 +149,140 @@ def worker(kind: str, nside: int, precision: str, triangular: bool, max_iter: in
                 device=str(jax.devices()[0].platform))
 
 
+def _axis(group, name: str, edges, label: str, unit: str | None = None,
+          nside: int | None = None) -> None:
+    ds = group.create_dataset(name, data=np.asarray(edges), track_times=False)
+    if nside is None:
+        ds.attrs["__class__"] = ("histpy.axis", "Axis")
+    else:
+        ds.attrs["__class__"] = ("histpy.healpix_axis", "HealpixAxis")
+        ds.attrs["nside"] = np.int64(nside)
+        ds.attrs["scheme"] = "RING"
+        ds.attrs["coordsys"] = "galactic"
+    ds.attrs["label"] = label
+    ds.attrs["scale"] = "linear"
+    if unit is not None:
+        ds.attrs["unit"] = unit
+
+
+def worker_write(nside: int, directory: Path, max_iter: int) -> dict:
+    """Write the galactic problem for cosipy (histpy HDF5 layout, dense contents)."""
+    import dc2_synth
+    import h5py
+
+    p = dc2_synth.galactic_problem(nside, "float64")
+    npix, n_phi = 12 * nside**2, N_PHI["galactic"]
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def data_axes(g):
+        _axis(g, "0", [509.0, 513.0], "Em", unit="keV")
+        _axis(g, "1", np.linspace(0.0, 180.0, n_phi + 1), "Phi", unit="deg")
+        _axis(g, "2", np.arange(npix + 1), "PsiChi", nside=nside)
+
+    for name, arr in (("event.h5", p["counts"]), ("bkg.h5", p["bkg"])):  # [Em, Phi, PsiChi]
+        with h5py.File(directory / name, "w") as f:
+            g = f.create_group("hist")
+            g.attrs["format"] = "dense"
+            data_axes(g.create_group("axes"))
+            g.create_dataset("contents", data=arr)
+    with h5py.File(directory / "response.h5", "w") as f:
+        g = f.create_group("hist")
+        g.attrs["format"] = "dense"
+        g.attrs["unit"] = "cm2 s"
+        a = g.create_group("axes")
+        _axis(a, "0", np.arange(npix + 1), "NuLambda", nside=nside)
+        _axis(a, "1", [509.0, 513.0], "Ei", unit="keV")
+        _axis(a, "2", [509.0, 513.0], "Em", unit="keV")
+        _axis(a, "3", np.linspace(0.0, 180.0, n_phi + 1), "Phi", unit="deg")
+        _axis(a, "4", np.arange(npix + 1), "PsiChi", nside=nside)
+        g.create_dataset("contents", data=p["response"])
+    (directory / "parameters.yml").write_text(f"""\
+model_definition:
+  class: "AllSkyImage"
+  property:
+    coordinate: "galactic"
+    nside: {nside}
+    scheme: "ring"
+    energy_edges:
+      value: [509.0, 513.0]
+      unit: "keV"
+    unit: "cm-2 s-1 sr-1"
+  initialization:
+    algorithm: "flat"
+    parameter:
+      value: [{p["init_value"]!r}]
+      unit: "cm-2 s-1 sr-1"
+deconvolution:
+  algorithm: "RLadvanced"
+  parameter:
+    iteration_max: {max_iter + 1}
+    minimum_flux:
+      value: 0.0
+      unit: "cm-2 s-1 sr-1"
+    acceleration:
+      activate: true
+      algorithm: "MaxStep"
+      accel_factor_max: {ALPHA_MAX}
+    response_weighting:
+      activate: true
+      index: {WEIGHTING_INDEX}
+    smoothing:
+      activate: false
+    background_normalization_optimization:
+      activate: true
+      range: {{"bkg": [0.0, 100.0]}}
+    stopping_criteria:
+      statistics: "log-likelihood"
+      threshold: 0.0
+    save_results:
+      activate: false
+""")
+    return dict(generate_s=p["generate_s"], peak_rss_gb=peak_rss_gb())
+
+
+def worker_cosipy(directory: Path, max_iter: int, rel_tol: float) -> dict:
+    """cosipy 0.4.3's RLadvanced on the written files, the same stopping rule."""
+    import logging
+    import warnings
+
+    t_import0 = time.perf_counter()
+    import cosipy
+    from cosipy.image_deconvolution import DataIF_COSI_DC2, ImageDeconvolution
+    from histpy import Histogram
+
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    np.seterr(invalid="ignore", divide="ignore")
+    t = dict(python_start_to_import_s=process_age_s() - (time.perf_counter() - t_import0),
+             import_s=time.perf_counter() - t_import0)
+    t0 = time.perf_counter()
+    data = DataIF_COSI_DC2.load(name="bench", event_binned_data=Histogram.open(
+        directory / "event.h5"), dict_bkg_binned_data={"bkg": Histogram.open(
+            directory / "bkg.h5")}, rsp=Histogram.open(directory / "response.h5"))
+    imdec = ImageDeconvolution()
+    imdec.set_dataset([data])
+    imdec.read_parameterfile(directory / "parameters.yml")
+    imdec.initialize()
+    algo = imdec._deconvolution
+    algo.initialization()
+    t["load_s"] = time.perf_counter() - t0
+    logliks, times, stopped = [], [], "iteration limit"
+    t_iter0 = time.perf_counter()
+    for k in range(max_iter):
+        t0 = time.perf_counter()
+        algo.iteration()
+        times.append(time.perf_counter() - t0)
+        logliks.append(float(np.sum(algo.results[-1]["log-likelihood"])))
+        if k and abs(logliks[-1] - logliks[-2]) < rel_tol * abs(logliks[-1]):
+            stopped = "relative change"
+            break
+    t["iterations_s"] = time.perf_counter() - t_iter0
+    return dict(per_iter_s=float(np.median(times[1:] if len(times) > 1 else times)),
+                first_iter_s=times[0], iter_times_s=times, n_iter=len(times), stopped=stopped,
+                time_to_solution_s=process_age_s(), seconds=t, loglik=logliks,
+                peak_rss_gb=peak_rss_gb(), cosipy=cosipy.__version__)
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -159,11 +300,13 @@ def mem_available_gb() -> float:
     return float("nan")
 
 
-def run_case(args: list[str]) -> dict | None:
+def run_case(args: list[str], python: str | None = None) -> dict | None:
     env = dict(os.environ)
     repo = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", *args]
+    if python is not None:  # cosipy's interpreter: not this repository's packages
+        env.pop("PYTHONPATH")
+    cmd = [python or sys.executable, os.path.abspath(__file__), *args]
     r0, b0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_busy_s(), time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
@@ -197,6 +340,29 @@ def report(r: dict) -> None:
           f" other processes kept {r['foreign_cpu']:.2f} cores busy", flush=True)
 
 
+def run_cosipy(nside: int, args, tmp: Path, full: dict) -> dict | None:
+    directory = tmp / f"cosipy_galactic{nside}"
+    rest = ["--max-iter", str(args.max_iter), "--rel-tol", str(args.rel_tol)]
+    if run_case(["--worker-write", str(nside), str(directory), *rest]) is None:
+        return None
+    c = run_case(["--worker-cosipy", str(directory), *rest], python=args.cosipy_python)
+    if c is None:
+        return None
+    s = c["seconds"]
+    c.update(kind="galactic", nside=nside, precision="cosipy")
+    print(f"  cosipy {c['cosipy']} RLadvanced galactic NSIDE {nside}: {c['per_iter_s']:.3f} "
+          f"s/iteration (median; first {c['first_iter_s']:.3f} s), {c['n_iter']} iterations "
+          f"({c['stopped']}), time to solution {c['time_to_solution_s']:.1f} s = import "
+          f"{s['import_s']:.1f} + load {s['load_s']:.1f} + iterations {s['iterations_s']:.1f}"
+          f" (+ interpreter {s['python_start_to_import_s']:.1f}); peak RSS "
+          f"{c['peak_rss_gb']:.2f} GB; final log L {c['loglik'][-1]:.6f}"
+          + (f" (probdeconv float64: {full['loglik'][-1]:.6f})" if full else "")
+          + f"; other processes kept {c['foreign_cpu']:.2f} cores busy", flush=True)
+    for f in directory.iterdir():
+        f.unlink()
+    return c
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", nargs="+", default=["galactic:8", "galactic:16",
@@ -210,10 +376,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-limit", type=float, default=None, metavar="GB",
                     help="skip cases needing more (default: MemAvailable - 2 GB)")
     ap.add_argument("--json", type=Path, default=None, help="write all results here")
+    cosipy_default = "/tmp/cosipy-venv/bin/python"
+    ap.add_argument("--cosipy-python", default=cosipy_default if Path(cosipy_default).exists()
+                    else None, help="interpreter with cosipy 0.4.3 (default: the venv of "
+                    "benchmarks/README.md when present)")
+    ap.add_argument("--cosipy-max-nside", type=int, default=8,
+                    help="run cosipy on galactic cases up to this NSIDE (default 8)")
     ap.add_argument("--worker", nargs=5, help=argparse.SUPPRESS,
                     metavar=("KIND", "NSIDE", "PRECISION", "TRIANGULAR", "OUT"))
+    ap.add_argument("--worker-write", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-cosipy", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
+    if args.worker_write is not None:
+        res = worker_write(int(args.worker_write[0]), Path(args.worker_write[1]), args.max_iter)
+        print(RESULT_TAG + json.dumps(res), flush=True)
+        return 0
+    if args.worker_cosipy is not None:
+        res = worker_cosipy(args.worker_cosipy, args.max_iter, args.rel_tol)
+        print(RESULT_TAG + json.dumps(res), flush=True)
+        return 0
     if args.worker is not None:
         kind, nside, precision, tri, out = args.worker
         res = worker(kind, int(nside), precision, tri == "1", args.max_iter, args.rel_tol,
@@ -246,8 +428,9 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(dict(case=label, **b))
                 continue
             out = tmp / f"{kind}{nside}{precision}{int(triangular)}.npy"
-            r = run_case([kind, str(nside), precision, "1" if triangular else "0", str(out),
-                          "--max-iter", str(args.max_iter), "--rel-tol", str(args.rel_tol)])
+            r = run_case(["--worker", kind, str(nside), precision, "1" if triangular else "0",
+                          str(out), "--max-iter", str(args.max_iter),
+                          "--rel-tol", str(args.rel_tol)])
             if r is None:
                 continue
             r.update(bytes=b)
@@ -267,6 +450,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{max(dl):.2e} over {n} iterations, final image max |diff| / max "
                       f"{r['vs_float64']['max_rel_image_diff']:.2e}", flush=True)
             results.append(r)
+        if kind == "galactic" and args.cosipy_python and nside <= args.cosipy_max_nside:
+            c = run_cosipy(nside, args, tmp, full)
+            if c is not None:
+                results.append(c)
     for nside in (16, 32):
         for prec in ("full", "mixed"):
             b = case_bytes("continuum", nside, prec)
