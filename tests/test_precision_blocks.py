@@ -3,12 +3,16 @@ continuum response that stores only its ``Em <= Ei`` blocks (issue 11, parts 2 a
 
 from __future__ import annotations
 
+import astropy.units as u
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from histpy import Axis, HealpixAxis
 
 import probdeconv.forward as fm
+from probdeconv import AllSkyImageModel, DataIF_COSI_DC2, Histogram
 from probdeconv.algorithms import em
+from probdeconv.cli.main import build_parser
 from probdeconv.errors import DataError
 from probdeconv.forward.problem import Problem
 
@@ -168,3 +172,34 @@ def test_triangular_refuses_nonzero_dropped_blocks_and_bad_blocks():
     r2[:, 1:, 2] = 3.0
     tri = fm.TriangularResponse.from_dense(r2, start=(0, 0, 1))
     np.testing.assert_array_equal(tri.to_dense(), r2)
+
+
+# --------------------------------------------------------------------------- shell and CLI
+
+
+def test_dataif_load_mixed_and_cli_flag():
+    def data_axes():
+        return [Axis([100, 300, 1000], label="Em", unit="keV"),
+                Axis([0, 60, 120, 180], label="Phi", unit="deg"),
+                HealpixAxis(nside=1, label="PsiChi", coordsys="galactic")]
+
+    rng = np.random.default_rng(5)
+    rsp = Histogram([HealpixAxis(nside=1, label="NuLambda", coordsys="galactic"),
+                     Axis([100, 500, 1000], label="Ei", unit="keV", scale="log"),
+                     *data_axes()], contents=rng.random((12, 2, 2, 3, 12)), unit="cm2 s")
+    ev = Histogram(data_axes(), contents=rng.poisson(4.0, (2, 3, 12)).astype(float))
+    bkg = Histogram(data_axes(), contents=rng.random((2, 3, 12)) + 0.5)
+    model = AllSkyImageModel(1, [100, 500, 1000] * u.keV)
+    model[:] = 0.3 * model.unit
+    ll = {}
+    for precision in ("full", "mixed"):
+        data = DataIF_COSI_DC2.load("d", ev, {"bkg": bkg}, rsp, precision=precision)
+        assert fm.precision_of(data.forward_dataset) == (
+            "mixed" if precision == "mixed" else "float64")
+        ll[precision] = data.calc_log_likelihood(data.calc_expectation(model, {"bkg": 1.0}))
+    assert ll["mixed"] == pytest.approx(ll["full"], rel=1e-6)
+    with pytest.raises(DataError, match="precision='mixed'"):
+        DataIF_COSI_DC2.load("d", ev, {"bkg": bkg}, rsp, dtype="float32", precision="mixed")
+    args = build_parser().parse_args(["run", "x.yml", "--data", "d", "--out", "o",
+                                      "--precision", "mixed"])
+    assert args.precision == "mixed"
