@@ -132,7 +132,7 @@ def test_posterior_products_save_and_report(tiny, tiny_nuts, tmp_path):
     image = post.store.read("image")[1, 7]
     e = fm.expected_counts(ds, image, post.bkg_draws()[1, 7])
     want = float(fm.log_likelihood(ds, e)) - float(np.sum(gammaln(np.asarray(ds.counts) + 1)))
-    assert ll.shape == (2, 100, *ds.counts.shape)
+    assert ll.shape == (2, 100, ds.n_observed + (0 if ds.observes_all else ds.n_time))
     assert float(ll[1, 7].sum()) == pytest.approx(want, rel=1e-10)
     out = post.save(tmp_path / "post")
     for name in ("posterior.h5", "draws.h5", "posterior.nc", "posterior_E0.fits", "summary.yml"):

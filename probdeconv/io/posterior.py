@@ -28,6 +28,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import xarray as xr
 import yaml
 from histpy import HealpixAxis, Histogram
 
@@ -37,7 +38,8 @@ from .draws import write_draws
 from .histpy_h5 import read_histogram
 from .maps import write_healpix_maps
 
-__all__ = ["MARKER", "save_posterior", "read_posterior", "is_posterior_directory"]
+__all__ = ["MARKER", "save_posterior", "read_posterior", "is_posterior_directory",
+           "read_log_likelihood"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def _plain(obj: Any) -> Any:
 
 
 def save_posterior(post, directory: str | Path, *, prob: float = 0.9, arviz: bool = True,
-                   arviz_max_bytes: float = 2e9, log_likelihood: bool = False) -> Path:
+                   arviz_max_bytes: float = 2e9, log_likelihood: bool = True) -> Path:
     """Write a posterior directory (see the module docstring); returns the directory.
 
     Parameters
@@ -83,7 +85,9 @@ def save_posterior(post, directory: str | Path, *, prob: float = 0.9, arviz: boo
         Write ``posterior.nc`` (skipped, with a warning, above ``arviz_max_bytes`` of draws:
         ``draws.h5`` has them all).
     log_likelihood
-        Include the pointwise log-likelihood in ``posterior.nc``.
+        Include the pointwise log-likelihood in ``posterior.nc`` (when the posterior has its
+        problem; thinned and grouped to a size limit, :mod:`probdeconv.results.loglik`):
+        what ``probdeconv compare`` reads.
     """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -215,3 +219,49 @@ def read_posterior(directory: str | Path) -> dict:
         "mask": mask, "map_bkg": map_bkg, "extras": extras, "axes": mean.axes,
         "map_image": map_image, "draws_path": d / "draws.h5",
     }
+
+
+def read_log_likelihood(directory: str | Path) -> dict:
+    """What PSIS-LOO needs from a posterior directory, read from its ``posterior.nc``.
+
+    Returns a dict with ``log_likelihood`` (the :class:`xarray.Dataset` of that group),
+    ``sample_stats`` (the group, or ``None``), ``method`` and ``observed`` (the total
+    counts per dataset, to check that two posteriors saw the same data).
+
+    Raises
+    ------
+    FileFormatError
+        Not a complete posterior directory, no ``posterior.nc``, or one without the
+        ``log_likelihood`` group; each message says how to get one.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise FileFormatError(f"{d}: no such directory; give the --out directory of "
+                              "`probdeconv sample`.")
+    if not is_posterior_directory(d):
+        raise FileFormatError(f"{d}: not a posterior directory (no {MARKER}); give the --out "
+                              "directory of a finished `probdeconv sample`.")
+    path = d / "posterior.nc"
+    if not path.is_file():
+        raise FileFormatError(f"{path}: missing (it is skipped above arviz_max_bytes of "
+                              "draws); save the posterior again with a higher limit, or with "
+                              "fewer draws.")
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as tree:
+            groups = set(tree.children)
+            method = str(tree.attrs.get("inference_method", ""))
+            ll = tree["log_likelihood"].to_dataset().load() if "log_likelihood" in groups \
+                else None
+            stats = (tree["sample_stats"].to_dataset().load() if "sample_stats" in groups
+                     else None)
+            obs = ({k: float(v.sum()) for k, v in tree["observed_data"].to_dataset().items()}
+                   if "observed_data" in groups else {})
+    except (OSError, ValueError, KeyError) as exc:
+        raise FileFormatError(f"{path}: cannot be read as an ArviZ DataTree ({exc}); save the "
+                              "posterior again.") from exc
+    if ll is None or not ll.data_vars:
+        raise FileFormatError(f"{path}: no log_likelihood group (written without the "
+                              "pointwise log-likelihood, or by an older probdeconv); sample "
+                              "again with `probdeconv sample`, or save with "
+                              "Posterior.save(directory, log_likelihood=True).")
+    return {"log_likelihood": ll, "sample_stats": stats, "method": method, "observed": obs}

@@ -13,7 +13,10 @@ chunks).  Either way the groups and names are the same:
 - ``observed_data``: ``obs_<i> (obs_<i>_time, obs_<i>_bin)``, the counts of dataset ``i``;
 - ``constant_data``: ``mask``, ``map_image`` (the MAP the sampler started from);
 - ``log_likelihood`` (only with ``log_likelihood=True``): pointwise Poisson
-  log-probabilities ``obs_<i> (chain, draw, obs_<i>_time, obs_<i>_bin)``.
+  log-probabilities ``obs_<i> (chain, draw, obs_<i>_point)`` of dataset ``i``
+  (:mod:`.loglik`: a point is an observed bin, or the rest of a time bin; coordinates
+  ``obs_<i>_kind`` and ``obs_<i>_time``), over thinned draws (the ``draw`` coordinate
+  holds the indices kept; attributes ``thin``, ``group``, ``n_bins``).
 
 :func:`compute_diagnostics` evaluates ``arviz.rhat`` (rank-normalised split R-hat),
 ``arviz.ess`` (bulk and tail), ``arviz.mcse`` (mean) for every pixel — reading the draws
@@ -29,16 +32,14 @@ import logging
 from typing import Any
 
 import arviz as az
-import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
-from jax.scipy.special import gammaln
 
-from .. import forward as fm
 from ..errors import DataError
+from .loglik import pointwise_log_likelihood, relative_ess
 
-__all__ = ["Diagnostics", "compute_diagnostics", "to_datatree", "RHAT_MAX", "ESS_MIN"]
+__all__ = ["Diagnostics", "compute_diagnostics", "to_datatree", "log_likelihood_group",
+           "RHAT_MAX", "ESS_MIN"]
 
 logger = logging.getLogger(__name__)
 
@@ -159,34 +160,21 @@ def _coords(post) -> dict[str, Any]:
     return coords
 
 
-_DIMS = {"image": ["pixel", "energy"], "bkg_norm": ["background"], "z": ["latent"]}
+_DIMS = {"image": ["pixel", "energy"], "bkg_norm": ["background"], "z": ["latent"],
+         "field_offset": ["energy"]}
 
 
-def _pointwise_loglik(image, bkg, ds):
-    e = fm.expected_counts(ds, image, bkg)  # [t, i]
-    d = ds.counts
-    return jnp.where(d > 0, d * jnp.log(e), 0.0) - e - gammaln(d + 1.0)
-
-
-_batched_loglik = jax.jit(jax.vmap(_pointwise_loglik, in_axes=(0, 0, None)))
-
-
-def _log_likelihood(post, batch: int = 64) -> dict[str, np.ndarray]:
-    """Pointwise Poisson log-probabilities ``[chain, draw, t, i]`` per dataset (batched)."""
-    problem = post.problem
-    images = post.store.read("image")
-    bkgs = post.bkg_draws() if post.has_bkg else np.broadcast_to(
-        np.asarray(problem.config.bkg_fixed), (post.chains, post.n_draws, problem.n_bkg))
-    out = {}
-    for i, ds in enumerate(problem.datasets):
-        ll = np.empty((post.chains, post.n_draws, *ds.counts.shape))
-        for c in range(post.chains):
-            for start in range(0, post.n_draws, batch):
-                sl = slice(start, start + batch)
-                ll[c, sl] = np.asarray(_batched_loglik(jnp.asarray(images[c, sl]),
-                                                       jnp.asarray(bkgs[c, sl]), ds))
-        out[f"obs_{i}"] = ll
-    return out
+def log_likelihood_group(post, **options) -> xr.Dataset:
+    """The ``log_likelihood`` group (:func:`.loglik.pointwise_log_likelihood` ``options``)."""
+    ll = pointwise_log_likelihood(post, **options)
+    data, coords = {}, {"chain": np.arange(post.chains), "draw": ll.draw_index}
+    for k, v in ll.values.items():
+        data[k] = (("chain", "draw", f"{k}_point"), v)
+        coords[f"{k}_kind"] = (f"{k}_point", ll.kind[k])
+        coords[f"{k}_time"] = (f"{k}_point", ll.time[k])
+    return xr.Dataset(data, coords=coords, attrs={
+        "thin": ll.thin, "group": ll.group, "n_bins": ll.n_bins,
+        "reff": relative_ess(post, ll.draw_index), "inference_method": post.method})
 
 
 def to_datatree(post, *, log_likelihood: bool = False, observed_data: bool = True):
@@ -212,6 +200,9 @@ def to_datatree(post, *, log_likelihood: bool = False, observed_data: bool = Tru
         data = {"image": post.store.read("image")}
         if post.has_bkg:
             data["bkg_norm"] = post.bkg_draws()
+        # the field prior's hyper-parameters (field.amplitude, field.slope, field.offset)
+        data.update({k.replace(".", "_"): post.store.read(k) for k in post.store.names
+                     if k.startswith("field.")})
         stats = {k: post.store.read(f"stats.{k}") for k in post.stat_names}
         tree = {"posterior": data}
         if stats:
@@ -235,10 +226,7 @@ def to_datatree(post, *, log_likelihood: bool = False, observed_data: bool = Tru
         if problem is None:
             raise DataError("to_arviz(log_likelihood=True) needs the problem (datasets); "
                             "it is not stored with a saved posterior.")
-        ll = _log_likelihood(post)
-        groups["log_likelihood"] = xr.Dataset(
-            {k: (("chain", "draw", f"{k}_time", f"{k}_bin"), v) for k, v in ll.items()},
-            coords={"chain": np.arange(post.chains), "draw": np.arange(post.n_draws)})
+        groups["log_likelihood"] = log_likelihood_group(post)
     tree = xr.DataTree.from_dict(groups)
     tree.attrs.update({"inference_method": post.method,
                        "settings": json.dumps(post.settings, default=str),

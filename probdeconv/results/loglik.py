@@ -31,6 +31,7 @@ import logging
 import math
 from typing import NamedTuple
 
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,7 +41,7 @@ from .. import forward as fm
 from ..errors import DataError
 
 __all__ = ["MAX_DRAWS", "MAX_BYTES", "PointwiseLogLik", "pointwise_log_likelihood",
-           "thinned_draws", "importance_log_weights", "APPROXIMATE_METHODS"]
+           "thinned_draws", "importance_log_weights", "APPROXIMATE_METHODS", "relative_ess"]
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +187,28 @@ def pointwise_log_likelihood(post, *, max_draws: int = MAX_DRAWS,
         values[f"obs_{i}"], kinds[f"obs_{i}"], times[f"obs_{i}"] = out, kind, time
     n_bins = sum(ds.n_bins for ds in problem.datasets)
     return PointwiseLogLik(values, kinds, times, keep, thin, group, n_bins)
+
+
+def relative_ess(post, draw_index: np.ndarray) -> float:
+    """PSIS's relative efficiency ``r_eff``: ArviZ's rule (the mean over the free pixels and
+    backgrounds of the ESS of the mean, over the number of draws) on the kept draws; 1 for
+    independent draws (SVI, Laplace, bootstrap) and single chains."""
+    if post.independent or post.chains == 1 or draw_index.size < 4:
+        return 1.0
+    n = post.chains * draw_index.size
+    ess = []
+    block = post.pixel_block()
+    for start in range(0, int(post.axes.nbins[0]), block):
+        free = post.mask[start:start + block]
+        if free.any():
+            x = post.store.read("image", slice(start, start + block))[:, draw_index]
+            e = np.asarray(az.ess(x, method="mean", chain_axis=0, draw_axis=1))
+            ess.append(e[free])
+    if post.has_bkg:
+        ess.append(np.atleast_1d(az.ess(post.bkg_draws()[:, draw_index], method="mean",
+                                        chain_axis=0, draw_axis=1)))
+    values = np.concatenate(ess) if ess else np.array([n])
+    return float(np.nanmean(values) / n)
 
 
 def importance_log_weights(post, draw_index: np.ndarray | None = None):

@@ -15,6 +15,8 @@ bootstrap; :meth:`Posterior.from_draws`), turned into maps with units
 - ``region_flux(region)`` — total flux ``Σ_j λ_j ΔΩ`` of a set of pixels (per draw, so
   its interval includes the pixels' correlations), in ``cm-2 s-1``;
 - ``bkg_summary()`` — background normalisation posteriors;
+- ``predictive_checks()`` (rootogram and randomised PIT of the counts, :mod:`.predictive`)
+  and ``loo()`` (PSIS-LOO, :mod:`.compare`);
 - ``diagnostics()``, ``to_arviz()`` (:mod:`.arviz`), ``save(directory)``
   (:mod:`probdeconv.io.posterior`) and ``report(directory)``
   (:mod:`probdeconv.report.posterior`).
@@ -36,7 +38,9 @@ from ..io.draws import open_draws
 from ..io.posterior import read_posterior, save_posterior
 from ..report.posterior import write_report
 from .arviz import compute_diagnostics, to_datatree
+from .compare import ModelLoo, loo
 from .maps import image_map, model_axes
+from .predictive import PredictiveChecks, predictive_checks
 
 __all__ = ["FAINT_SIGNIFICANCE", "Posterior", "RegionFlux"]
 
@@ -341,12 +345,30 @@ class Posterior:
             self._diagnostics = compute_diagnostics(self)
         return self._diagnostics
 
+    def predictive_checks(self) -> PredictiveChecks | None:
+        """Rootogram and randomised PIT of the counts (:mod:`.predictive`; cached and kept
+        in ``extras``, so a saved posterior has them); ``None`` for a posterior read back
+        from disk that was saved without them."""
+        stored = PredictiveChecks.from_extras(self.extras)
+        if stored is not None or self.problem is None:
+            return stored
+        checks = predictive_checks(self)
+        self.extras.update(checks.to_extras())
+        return checks
+
+    def loo(self) -> ModelLoo:
+        """PSIS-LOO of the posterior (:func:`.compare.loo`; needs the problem — for a saved
+        posterior pass its directory to :func:`.compare.loo`)."""
+        return loo(self, self.method)
+
     def to_arviz(self, *, log_likelihood: bool = False, observed_data: bool = True):
         """The draws as an ArviZ :class:`xarray.DataTree` (see :func:`.arviz.to_datatree`)."""
         return to_datatree(self, log_likelihood=log_likelihood, observed_data=observed_data)
 
     def save(self, directory: str | Path, **options: Any) -> Path:
-        """Write maps (HDF5, FITS), draws, DataTree, summary (:mod:`probdeconv.io.posterior`)."""
+        """Write maps (HDF5, FITS), draws, DataTree (with the pointwise log-likelihood),
+        predictive checks and summary (:mod:`probdeconv.io.posterior`)."""
+        self.predictive_checks()  # into extras, saved with the posterior
         return save_posterior(self, directory, **options)
 
     @classmethod
