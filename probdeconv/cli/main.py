@@ -7,6 +7,7 @@
     probdeconv run models/rl.yml --data sim/ --out results/ --resume
     probdeconv sample models/nuts.yml --data sim/ --out post/ [--set key=value ...] [--seed N]
     probdeconv report results/          (a run or a posterior directory)
+    probdeconv compare post_a/ post_b/ --out cmp/
     probdeconv info FILE
 
 Exit codes: 0 success, 2 bad input (a one-line message), 1 internal error; ``--debug``
@@ -36,6 +37,7 @@ from .common import (
     claim_output_directory,
     setup_logging,
 )
+from .compare import WEIGHT_METHODS, compare_command
 from .info import info_command
 from .report import report_command
 from .run import run_command
@@ -138,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--data", default=None,
                     help="data directory (default: the one recorded in run.yml)")
 
+    cp = sub.add_parser("compare", parents=[common],
+                        help="which model do the data prefer: PSIS-LOO of posterior "
+                             "directories (ArviZ compare table and figure)",
+                        description="Compare posterior directories of the same data written "
+                                    "by `probdeconv sample` with PSIS-LOO: prints ArviZ's "
+                                    "table (elpd_loo, se, dse, weight, Pareto k) and writes "
+                                    "compare.csv, compare.md and compare.png into --out.")
+    cp.add_argument("posteriors", nargs="+", metavar="POSTERIOR",
+                    help="posterior directories (the --out of `probdeconv sample`)")
+    cp.add_argument("--out", required=True, help="directory for compare.csv/.md/.png")
+    cp.add_argument("--weights", choices=WEIGHT_METHODS, default="stacking",
+                    help="model weights of the table (default stacking)")
+
     i = sub.add_parser("info", parents=[common],
     help="axes, units and sums of a histogram/response/CCM file")
     i.add_argument("file")
@@ -195,7 +210,8 @@ def _dispatch(args) -> int:
         return _cmd_simulate(args)
     if args.command == "info":
         return info_command(args)
-    command = {"run": run_command, "sample": sample_command, "report": report_command}
+    command = {"run": run_command, "sample": sample_command, "report": report_command,
+               "compare": compare_command}
     print(command[args.command](args))  # one-line summary of what was written
     return 0
 

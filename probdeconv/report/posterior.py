@@ -13,6 +13,8 @@
   skipped with a log message where the plotting backend fails);
 - ``loss.png`` (SVI) and ``truth.png`` (with a truth: mean ± std against the true flux,
   log-log where the fluxes span decades),
+- ``rootogram.png``, ``pit.png``, ``pit_arviz.png``: posterior predictive checks of the
+  counts (:mod:`.predictive`), whose KS p-value is a line at the top of ``report.md``,
 
 and writes ``report.md`` with the run settings, timings, diagnostic summary, the faint
 pixels (mean below two standard deviations: their 95 % upper limits) and background
@@ -34,6 +36,7 @@ from histpy import HealpixAxis  # noqa: E402
 
 from ..io.atomic import atomic_target  # noqa: E402
 from ..results.arviz import ESS_MIN, RHAT_MAX  # noqa: E402
+from .predictive import predictive_figures, predictive_lines  # noqa: E402
 from .run import save_figure  # noqa: E402
 from .sky import draw_map, energy_label, flux_range, new_figure, unit_label  # noqa: E402
 
@@ -245,12 +248,16 @@ def write_report(post, directory: str | Path, *, truth: Any = None) -> Path:
         figures.append(save_figure(fig, figs / "loss.png"))
     if truth is not None:
         figures.append(_truth_plot(post, truth, figs / "truth.png"))
+    ppc = post.predictive_checks()  # rootogram and PIT of the counts (None: not available)
+    if ppc is not None:
+        figures += predictive_figures(ppc, figs)
     summ = diag.summary()
     lines = [f"# probdeconv posterior ({post.method})", "",
              f"{post.chains} chain(s) × {post.n_draws} draws; image {post.axes.shape} "
              f"in {post.unit}; {int(post.mask.sum())} free pixels.", ""]
     if not post.independent:
         lines += [convergence_line(summ), ""]
+    lines += predictive_lines(ppc)
     lines += ["## Settings", "", _table([(k, _fmt(v)) for k, v in post.settings.items()],
                                         ("setting", "value")), ""]
     lines += ["## Timings", "", _table([(k, f"{v:.2f}") for k, v in post.timings.items()],
