@@ -30,6 +30,7 @@ from ..errors import ProbdeconvError
 from ..io.atomic import os_error_hint
 from ..io.checkpoint import read_checkpoint_header
 from ..simulate import FILE_NAMES, simulate
+from ..simulate.point_sources import point_source_from_text
 from ..version import __version__
 from .common import (
     Terminated,
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "files a real analysis has (response, CCM, events, "
                                    "background, true sky).")
     s.add_argument("--sky", default="bulge511", help="sky preset (bulge511, points)")
+    s.add_argument("--point-source", action="append", default=None, metavar="L,B,FLUX[,NAME]",
+                   help="a point source at its exact direction beside the sky (galactic deg, "
+                        "ph cm-2 s-1 over the Ei axis); repeat for several")
     s.add_argument("--nside", type=int, default=None, help="HEALPix NSIDE of model and PsiChi")
     s.add_argument("--seed", type=int, default=0, help="random seed of the counts")
     s.add_argument("--phi-bins", type=int, default=None,
@@ -274,6 +278,8 @@ def _cmd_simulate(args) -> int:
     out = check_output_directory(args.out, overwrite=args.overwrite, owned=owned)
     lighter = {k: v for k, v in (("phi_bins", args.phi_bins),
                                  ("scatt_nside", args.scatt_nside)) if v is not None}
+    if args.point_source:
+        lighter["point_sources"] = [point_source_from_text(t) for t in args.point_source]
     sim = simulate(sky=args.sky, nside=args.nside, seed=args.seed, **lighter)
     with claim_output_directory(out, overwrite=args.overwrite, owned=owned):
         sim.write(out, overwrite=args.overwrite)

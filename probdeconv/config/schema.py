@@ -78,6 +78,8 @@ _WHAT = {
     "prior": "a mapping of prior name to its settings",
     "mapping": "a mapping",
     "accel_bkg_norm": "false (or {activate: false})",
+    "point_sources": "a list of point sources ((l, b), (l, b, flux) or {name, l, b[, flux]}) "
+    "or a catalogue file (.yml, .csv, .ecsv)",
 }
 
 
@@ -145,6 +147,11 @@ def _leaf(kind: Any, value: Any, path: str) -> Any:
             return out
     elif kind == "ranges":
         return _ranges(value, path)
+    elif kind == "point_sources":  # shape only: probdeconv.shell.point_sources reads them
+        value = plain_value(value)
+        if isinstance(value, str) or (isinstance(value, list | tuple) and value):
+            return list(value) if not isinstance(value, str) else value
+        raise _bad(path, value, _WHAT[kind])
     elif kind == "prior":  # the one prior-section reader, cosipy's layout
         return check_prior_section(value, path, keys=MAP_KEYS)
     elif kind == "mapping":
@@ -267,7 +274,8 @@ def _known_keys(spec: Any, out: set) -> set:
 
 # every key some schema knows, and cosipy 0.4's LineSearch settings: never taken as typos
 _KNOWN_KEYS = _known_keys({"model_definition": ({"class": (0, 0), "property": (_MODEL_PROPERTY, 0),
-                                                 "initialization": (_MODEL_INIT, 0)}, 0),
+                                                 "initialization": (_MODEL_INIT, 0),
+                                                 "point_sources": (0, 0)}, 0),
                            "deconvolution": ({"algorithm": (0, 0), "parameter": (0, 0)}, 0),
                            **{k: (v, 0) for k, v in _SCHEMAS.items()}},
                           {"independent", "max", "search_method", "grid_n"})
@@ -367,7 +375,8 @@ def validate_run_parameters(
     algos = dict(algorithms) if algorithms is not None else {n: n for n in KNOWN_ALGORITHMS}
     data = as_dict(params, "parameters")
     model_spec = {"class": (classes, _REQ), "property": (_MODEL_PROPERTY, _REQ),
-                  "initialization": (_MODEL_INIT, _REQ)}
+                  "initialization": (_MODEL_INIT, _REQ),
+                  "point_sources": ("point_sources", _OMIT)}
     deconv_spec = {"algorithm": (tuple(algos), _REQ), "parameter": ("mapping", {})}
     for key, spec in (("model_definition", model_spec), ("deconvolution", deconv_spec)):
         if key not in data:

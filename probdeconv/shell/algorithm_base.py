@@ -30,6 +30,12 @@ from ..errors import DataError, FileFormatError
 from ..io.checkpoint import read_checkpoint, write_checkpoint
 from .checks import check_initial_model, validate_mask
 from .data_collection import DataInterfaceCollection
+from .source_components import (
+    component_range,
+    component_start,
+    components_free,
+    source_component_keys,
+)
 
 __all__ = ["DeconvolutionAlgorithmBase", "state_entry_name"]
 
@@ -80,7 +86,7 @@ class DeconvolutionAlgorithmBase(ABC):
             for key in data.keys_bkg_models():
                 if key not in keys:
                     keys.append(key)
-        self.dict_bkg_norm = {key: 1.0 for key in keys}
+        self.dict_bkg_norm = {key: component_start(self.dataset, key) for key in keys}
         self.dict_dataset_indexlist_for_bkg_models = {
             key: [i for i, d in enumerate(self.dataset) if key in d.keys_bkg_models()]
             for key in keys
@@ -114,6 +120,12 @@ class DeconvolutionAlgorithmBase(ABC):
                            list(self.dict_bkg_norm))
         self.dict_bkg_norm_range = {k: list(ranges.get(k, [0.0, 100.0]))
                                     for k in self.dict_bkg_norm}
+        for k in source_component_keys(self.dataset):  # point sources: their own range
+            if k not in ranges:
+                self.dict_bkg_norm_range[k] = component_range(self.dataset, k)
+        self.do_bkg_norm_optimization = components_free(
+            self.dataset, self.do_bkg_norm_optimization,
+            "deconvolution:parameter:background_normalization_optimization:activate")
         self.save_results = bool(p.get("save_results:activate", False))
         self.save_results_directory = str(p.get("save_results:directory", "./results"))
         self.save_only_final_result = bool(p.get("save_results:only_final_result", False))

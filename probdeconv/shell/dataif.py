@@ -7,6 +7,7 @@ of a :class:`probdeconv.forward.Dataset`, and answers the cosipy data-interface 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from abc import ABC, abstractmethod
@@ -19,7 +20,9 @@ from histpy import Axes, Histogram
 from .. import forward as fm
 from ..errors import AxisMismatchError, DataError
 from .checks import check_dataset_contents, check_frames
+from .point_sources import PointSourceSpec
 from .response import CoordsysConversionMatrix, FullDetectorResponse
+from .source_components import point_source_components
 
 __all__ = ["ImageDeconvolutionDataInterfaceBase", "DataIF_COSI_DC2"]
 
@@ -89,6 +92,9 @@ class ImageDeconvolutionDataInterfaceBase(ABC):
         self._event: Histogram | None = None
         self._bkg_models: dict[str, Histogram] = {}
         self._summed_bkg_models: dict[str, float] = {}
+        # point sources (with_point_sources); {component key: (start, default range)}
+        self._point_sources: tuple[PointSourceSpec, ...] = ()
+        self._component_defaults: dict[str, tuple[float, list[float]]] = {}
         self._exposure_map: Histogram | None = None
         self._model_axes: Axes | None = None
         self._data_axes: Axes | None = None
@@ -125,6 +131,19 @@ class ImageDeconvolutionDataInterfaceBase(ABC):
     def summed_bkg_model(self, key: str) -> float:
         self.bkg_model(key)
         return self._summed_bkg_models[key]
+
+    @property
+    def point_sources(self) -> tuple[PointSourceSpec, ...]:
+        """Point sources fitted beside the image (``with_point_sources``)."""
+        return self._point_sources
+
+    def default_norm(self, key: str) -> float:
+        """Start of component ``key``: 1 (background) or a point source's flux."""
+        return self._component_defaults.get(key, (1.0, [0.0, 100.0]))[0]
+
+    def default_norm_range(self, key: str) -> list[float]:
+        """Default range of component ``key``: [0, 100] (background) or a source's."""
+        return list(self._component_defaults.get(key, (1.0, [0.0, 100.0]))[1])
 
     # The abstract methods raise NotImplementedError, as cosipy's do, so that a subclass
     # calling super() (or a test clearing __abstractmethods__) fails loudly.
@@ -339,6 +358,27 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         """The forward dataset with its backgrounds indexed into ``global_keys``."""
         idx = tuple(global_keys.index(k) for k in self.keys_bkg_models())
         return dataclasses.replace(self._forward, bkg_index=idx)
+
+    def with_point_sources(self, point_sources, *, attitudes=None) -> DataIF_COSI_DC2:
+        """A copy with point sources at fixed positions beside the image: each source's
+        flux per Ei bin (key ``name@E<bin>``) is a linear component fitted like a background
+        normalisation (see :mod:`probdeconv.shell.point_sources` for the accepted forms and
+        the interpolated response; ``attitudes = (matrices, row_bin, row_weight)``)."""
+        ccm = self._coordsys_conv_matrix
+        part = point_source_components(
+            point_sources, self._forward, keys=self.keys_bkg_models(), name=str(self.name),
+            local_axis=self._response_axes["NuLambda"], model_axis=self._model_axes["lb"],
+            ccm=None if ccm is None else ccm.coo(), attitudes=attitudes)
+        new = copy.copy(self)
+        new._forward = part.forward
+        new._bkg_models = {**self._bkg_models, **{k: Histogram(
+            self._data_axes, contents=t.reshape(self._data_axes.shape), copy_contents=False)
+            for k, t in zip(part.keys, part.templates)}}
+        new._summed_bkg_models = {**self._summed_bkg_models, **{
+            k: float(t.sum()) for k, t in zip(part.keys, part.templates)}}
+        new._point_sources = (*self._point_sources, *part.sources)
+        new._component_defaults = {**self._component_defaults, **part.defaults}
+        return new
 
     def _model_values(self, model) -> jnp.ndarray:
         h = _histogram(model, f"dataset {self.name!r}: model")

@@ -202,7 +202,14 @@ class ImageDeconvolution:
             raise ParameterError(f"deconvolution:algorithm: {name!r} is not known; valid "
                                  f"choices: {sorted(self.deconvolution_algorithm_classes)}.")
         cls = self.deconvolution_algorithm_classes[name]
-        self._deconvolution = cls(self._initial_model, self._dataset, self._mask,
+        data = self._dataset
+        sources = p.get("model_definition:point_sources")
+        base = getattr(p, "path", None)  # a catalogue path is relative to the parameter file
+        if isinstance(sources, str) and base and not Path(sources).is_absolute():
+            sources = str(Path(base).parent / sources)
+        if sources is not None:  # point sources beside the image: fluxes fitted per Ei bin
+            data = [d.with_point_sources(sources) for d in data]
+        self._deconvolution = cls(self._initial_model, data, self._mask,
                                   p["deconvolution:parameter"])
         return True
 

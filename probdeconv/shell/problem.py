@@ -33,6 +33,7 @@ from ..config.priors import prior_options
 from ..errors import DataError, ParameterError
 from ..forward.posterior import make_config
 from ..forward.problem import ImageGrid, Problem
+from .source_components import source_component_keys, source_options
 
 __all__ = ["image_grid", "problem_from_dataif", "problem_from_parameters"]
 
@@ -89,6 +90,7 @@ def problem_from_dataif(data: Sequence[Any], *, mask: Any = None, **config_optio
     if not data:
         raise DataError("problem_from_dataif: no data interface given.")
     keys = _background_keys(data)
+    config_options = source_options(data, config_options)  # point sources: their defaults
     datasets = tuple(d.to_forward(keys) for d in data)
     axes = data[0].model_axes
     shape = tuple(int(n) for n in axes.nbins)
@@ -133,6 +135,7 @@ def problem_from_parameters(data: Sequence[Any], prior: Mapping | None, *, mask:
     """
     data = list(data)
     grid = image_grid(data[0].model_axes)
-    opts = prior_options(prior, bkg_names=_background_keys(data), nside=grid.nside,
+    bkgs = [k for k in _background_keys(data) if k not in source_component_keys(data)]
+    opts = prior_options(prior, bkg_names=bkgs, nside=grid.nside,
                          nest=grid.nest)
-    return problem_from_dataif(data, mask=mask, **opts)
+    return problem_from_dataif(data, mask=mask, **source_options(data, opts, bkgs))

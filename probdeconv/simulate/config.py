@@ -79,6 +79,10 @@ class SimulationConfig:
         ``sky``: a preset name (``'bulge511'``, ``'points'``) or a list of component
         dicts (see :mod:`probdeconv.simulate.skymodels`); ``flux_scale`` multiplies every
         component flux.  ``background_rate`` (counts/s, summed over the data space).
+        ``point_sources``: point sources at their exact directions (dicts ``l``, ``b``,
+        ``flux`` and optionally ``name``, ``line``, ``index``), their counts from the
+        response interpolated at the direction (:mod:`probdeconv.simulate.point_sources`),
+        not drawn into the truth image.
     Randomness
         ``seed`` of the :class:`numpy.random.Generator` that draws the Poisson counts
         (the only random step).
@@ -94,6 +98,7 @@ class SimulationConfig:
 
     sky: str | tuple[Mapping[str, Any], ...] = "bulge511"
     flux_scale: float = 1.0
+    point_sources: tuple[Mapping[str, Any], ...] = ()  # exact directions, beside the sky
     nside: int = 4
     psichi_nside: int | None = None
     energy_edges: tuple[float, ...] = (509.0, 513.0)  # keV (Ei)
@@ -137,6 +142,13 @@ class SimulationConfig:
                                  "('bulge511', 'points') or a non-empty list of component "
                                  "dicts such as {'kind': 'point', 'l': 184.56, 'b': -5.78, "
                                  "'flux': 1e-3}.")
+        ps = self.point_sources
+        if not (isinstance(ps, list | tuple) and all(isinstance(c, Mapping) and {"l", "b",
+                                                     "flux"} <= set(c) for c in ps)):
+            raise ParameterError(f"SimulationConfig.point_sources: got {ps!r}; expected a list "
+                                 "of {'l': deg, 'b': deg, 'flux': ph cm-2 s-1[, 'name', "
+                                 "'line', 'index']}.")
+        object.__setattr__(self, "point_sources", tuple(dict(c) for c in ps))
         for name in ("nside", "phi_bins", "psichi_oversampling", "n_samples", "scatt_nside",
                      "scatt_x_nside"):
             _positive(name, getattr(self, name), integer=True)

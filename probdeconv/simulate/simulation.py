@@ -45,6 +45,7 @@ from probdeconv.shell.response import CoordsysConversionMatrix, FullDetectorResp
 from .config import SimulationConfig
 from .files import read_yaml, write_full_detector_response, write_yaml
 from .instrument import build_response
+from .point_sources import point_source_counts
 from .skymodels import SkyComponent, component_images, components_from_config, sky_image
 from .survey import ScAttBins, bin_attitudes, coordsys_conversion_matrix, survey_attitudes
 
@@ -267,6 +268,8 @@ def simulate(sky: Any = None, nside: int | None = None, seed: int | None = None,
                          name="simulation")
     expected = np.asarray(fm.expected_counts(ds, jnp.asarray(np.asarray(truth)),
                                              jnp.asarray([1.0]), almost_zero=0.0))
+    if cfg.point_sources:  # at their exact directions, beside the truth image
+        expected = expected + point_source_counts(cfg, ds, bins)
     rng = np.random.default_rng(cfg.seed)
     counts = rng.poisson(np.maximum(expected, 0.0)).astype(np.float64).reshape(axes.shape)
     sim = Simulation(config=cfg, event=Histogram(axes, contents=counts, copy_contents=False),
