@@ -71,7 +71,7 @@ class EMParams(NamedTuple):
     bkg_range: jax.Array  # [K, 2]
     alpha_max: jax.Array  # scalar
     minimum_flux: jax.Array  # scalar
-    smoothing_fwhm: jax.Array  # scalar, radians
+    smoothing_fwhm: jax.Array  # [Ei] radians, one Gaussian width per energy bin
 
 
 class EMState(NamedTuple):
@@ -97,7 +97,7 @@ def make_params(
     bkg_range: np.ndarray | None = None,
     alpha_max: float = 1.0,
     minimum_flux: float = 0.0,
-    smoothing_fwhm_rad: float = 0.0,
+    smoothing_fwhm_rad: float | Sequence[float] = 0.0,
     n_bkg: int | None = None,
     exposure: jax.Array | None = None,
 ) -> EMParams:
@@ -132,7 +132,7 @@ def make_params(
         bkg_range=jnp.asarray(bkg_range, dtype=s.dtype).reshape(n_bkg, 2),
         alpha_max=jnp.asarray(alpha_max, dtype=s.dtype),
         minimum_flux=jnp.asarray(minimum_flux, dtype=s.dtype),
-        smoothing_fwhm=jnp.asarray(smoothing_fwhm_rad, dtype=s.dtype),
+        smoothing_fwhm=_fwhm_per_energy(smoothing_fwhm_rad, s.shape[1], s.dtype),
     )
 
 
@@ -204,13 +204,28 @@ def _healpy_smooth(delta: np.ndarray, fwhm: np.ndarray, nest: bool) -> np.ndarra
         m = np.array(delta[:, e], dtype=np.float64)
         if nest:
             m = hp.reorder(m, n2r=True)
-        s = hp.smoothing(m, fwhm=float(fwhm))
+        s = hp.smoothing(m, fwhm=float(np.reshape(fwhm, -1)[e if np.size(fwhm) > 1 else 0]))
         out[:, e] = hp.reorder(s, r2n=True) if nest else s
     return out
 
 
+def _fwhm_per_energy(fwhm_rad, n_energies: int, dtype) -> jax.Array:
+    """The smoothing width of each energy bin, ``[Ei]`` (one number: the same for all)."""
+    fwhm = np.asarray(fwhm_rad, dtype=np.float64)
+    if fwhm.ndim > 1 or (fwhm.ndim == 1 and fwhm.size != n_energies):
+        raise ParameterError(f"smoothing FWHM: got {fwhm.size} width(s) (shape {fwhm.shape}); "
+                             f"expected one for all energies or one per energy bin "
+                             f"({n_energies}).")
+    if not np.all(np.isfinite(fwhm) & (fwhm >= 0)):
+        raise ParameterError(f"smoothing FWHM: got {fwhm.tolist()} rad; expected finite widths "
+                             ">= 0.")
+    return jnp.asarray(np.broadcast_to(fwhm, (n_energies,)), dtype=dtype)
+
+
 def smooth(delta: jax.Array, fwhm_rad: jax.Array, nest: bool = False) -> jax.Array:
     """Gaussian beam smoothing of each energy bin on the sphere (healpy, via a callback).
+
+    ``fwhm_rad`` is one width (radians) for all energy bins or ``[Ei]``, one per bin.
 
     healpy's spherical-harmonic smoothing is what cosipy applies; calling it keeps the
     numbers identical.  It runs on the host, once per iteration, on a model-sized map.

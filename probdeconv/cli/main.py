@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scatt-nside", type=int, default=None,
                    help="HEALPix NSIDE of the attitude (ScAtt) binning (default 2; 1 gives "
                         "fewer attitude bins, lighter data)")
+    s.add_argument("--bkg-drift", type=float, default=None,
+                   help="relative background drift over the mission (0.2: ±20 %%; the "
+                        "background template written stays flat)")
+    s.add_argument("--bkg-drift-shape", choices=("sine", "linear"), default=None,
+                   help="shape of the drift (default sine)")
+    s.add_argument("--time-chunks", type=int, default=None,
+                   help="bin attitudes within this many consecutive time intervals (ScAtt "
+                        "axis in time order, for background time nodes; default 1)")
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--overwrite", action="store_true",
                    help="replace the files of an earlier simulation in --out")
@@ -277,7 +285,10 @@ def _cmd_simulate(args) -> int:
     owned = (*FILE_NAMES.values(), ".*.tmp")
     out = check_output_directory(args.out, overwrite=args.overwrite, owned=owned)
     lighter = {k: v for k, v in (("phi_bins", args.phi_bins),
-                                 ("scatt_nside", args.scatt_nside)) if v is not None}
+                                 ("scatt_nside", args.scatt_nside),
+                                 ("bkg_drift", args.bkg_drift),
+                                 ("bkg_drift_shape", args.bkg_drift_shape),
+                                 ("time_chunks", args.time_chunks)) if v is not None}
     if args.point_source:
         lighter["point_sources"] = [point_source_from_text(t) for t in args.point_source]
     sim = simulate(sky=args.sky, nside=args.nside, seed=args.seed, **lighter)

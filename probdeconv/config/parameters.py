@@ -140,9 +140,9 @@ def plain_value(value: Any) -> Any:
         return {k: plain_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [plain_value(v) for v in value]
-    if isinstance(value, np.ndarray | np.generic):
+    if isinstance(value, np.ndarray | np.generic) and not hasattr(value, "unit"):
         return value.tolist()
-    return copy.deepcopy(value)
+    return copy.deepcopy(value)  # (an astropy Quantity stays one: e.g. smoothing:FWHM)
 
 
 def as_dict(obj: Any, path: str) -> dict:

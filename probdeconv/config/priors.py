@@ -15,7 +15,8 @@ Two layouts share one set of keys:
 
       image: {kind: flat | gamma | lognormal, k: 1.0, theta: .inf, loc: 0.0, scale: 1.0}
       background: {free: true, kind: uniform | gamma, k: 1.0, theta: .inf,
-                   range: {bkg: [0.01, 10.0]}, norm: {bkg: 1.0}}
+                   range: {bkg: [0.01, 10.0]}, norm: {bkg: 1.0},
+                   nodes: 10, smoothness: 0.05}    # time nodes (shell.bkg_nodes)
       TSV: {coefficient: 1.0e+6}
 
 A number may be written bare or as ``{value, unit}``; ``theta`` and ``loc`` of the image and
@@ -63,7 +64,7 @@ _INF_WORDS = ("inf", "+inf", ".inf", "infinity")
 _KINDS = {"image": ("flat", "gamma", "lognormal"), "background": ("uniform", "gamma")}
 _IMAGE_KEYS = {"flat": ("kind",), "gamma": ("kind", "k", "theta"),
                "lognormal": ("kind", "loc", "scale")}
-_BKG_KEYS = ("free", "kind", "k", "theta", "range", "norm")
+_BKG_KEYS = ("free", "kind", "k", "theta", "range", "norm", "nodes", "smoothness")
 
 
 def _bad(path: str, value: Any, what: str) -> ParameterError:
@@ -234,6 +235,9 @@ def _background(node: Any, path: str, spec: dict) -> dict:
         if node.get(key) is not None:
             spec[key] = out[key] = _named_values(node[key], join_path(path, key), low,
                                                  pair=key == "range")
+    for key in ("nodes", "smoothness"):  # time nodes (checked against the data later)
+        if node.get(key) is not None:
+            spec[key] = out[key] = plain_value(node[key])
     return out
 
 
@@ -322,6 +326,9 @@ def prior_options(prior: Any, *, bkg_names: Sequence[str], nside: int | None,
             opts["bkg_gamma"] = spec.get("bkg_gamma", (1.0, math.inf))
     if "bkg_free" in spec:
         opts["bkg_free"] = spec["bkg_free"]
+    for key in ("nodes", "smoothness"):  # resolved by shell.problem (needs the data)
+        if spec.get(key) is not None:
+            opts[f"bkg_{key}"] = spec[key]
     for key, default, opt in (("range", [0.0, 100.0], "bkg_range"), ("norm", 1.0, "bkg_norm")):
         value = spec.get(key)
         if value is None:

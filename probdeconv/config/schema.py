@@ -73,11 +73,17 @@ _WHAT = {
     "unit:keV": "an astropy energy unit string (e.g. keV)",
     "edges": "a list of at least two finite numbers, strictly increasing",
     "fluxes": "a list of finite numbers >= 0",
+    "widths": "a finite number >= 0 or a list of them (one per energy bin, or per energy of "
+    "FWHM:energy)",
     "ranges": "a mapping of background name to [lower, upper] (numbers >= 0, lower <= upper), "
     "e.g. {albedo: [0.9, 1.1]}, or nothing for [0.0, 100.0] each",
     "prior": "a mapping of prior name to its settings",
     "mapping": "a mapping",
     "accel_bkg_norm": "false (or {activate: false})",
+    "nodes": "a number of time nodes (integer >= 1), bin edges [0, ..., n_time] (integers), "
+    "{time: [t0, ..., tn]} or a mapping of background name to one of those",
+    "smoothness": "a relative step > 0 between neighbouring time nodes (e.g. 0.05) or a "
+    "mapping of background name to one",
     "point_sources": "a list of point sources ((l, b), (l, b, flux) or {name, l, b[, flux]}) "
     "or a catalogue file (.yml, .csv, .ecsv)",
 }
@@ -147,6 +153,15 @@ def _leaf(kind: Any, value: Any, path: str) -> Any:
             return out
     elif kind == "ranges":
         return _ranges(value, path)
+    elif kind == "fwhm":  # {value, unit[, energy]}; Quantities from Python: shell.smoothing
+        return _check(_FWHM, value, path) if isinstance(value, Mapping) else value
+    elif kind == "widths":
+        if isinstance(value, list | tuple) and value:
+            return [_real(v, f"{path}[{i}]", "real>=0") for i, v in enumerate(value)]
+        if not isinstance(value, list | tuple):
+            return _real(value, path, "real>=0")
+    elif kind in ("nodes", "smoothness"):  # checked against the data: shell.bkg_nodes
+        return plain_value(value)
     elif kind == "point_sources":  # shape only: probdeconv.shell.point_sources reads them
         value = plain_value(value)
         if isinstance(value, str) or (isinstance(value, list | tuple) and value):
@@ -208,7 +223,9 @@ _OFF = ("bool", False)
 _COMMON = {  # key: (spec, default); a spec is a section dict, a _WHAT name or choices
     "iteration_max": ("int", 1),
     "minimum_flux": ({"value": ("real>=0", 0.0), "unit": ("unit", FLUX_UNIT)}, {}),
-    "background_normalization_optimization": ({"activate": _OFF, "range": ("ranges", None)}, {}),
+    "background_normalization_optimization": ({"activate": _OFF, "range": ("ranges", None),
+                                               "nodes": ("nodes", _OMIT),
+                                               "smoothness": ("smoothness", _OMIT)}, {}),
     "save_results": ({"activate": _OFF, "directory": ("str", "./results"),
                       "only_final_result": _OFF}, {}),
 }
@@ -229,7 +246,8 @@ def _em_filters(algorithm: str, names: tuple[str, ...] = (), default: str = "cla
     }
 
 
-_FWHM = {"value": ("real>=0", _REQ), "unit": ("unit:deg", _REQ)}
+_FWHM = {"value": ("widths", _REQ), "unit": ("unit:deg", _REQ),  # one, one per Ei, a table
+         "energy": ({"value": ("edges", _REQ), "unit": ("unit:keV", _REQ)}, _OMIT)}
 _THRESHOLD = ("real", 1.0e-2)
 _OPTIMIZER = {  # MAP_gradient's optimiser (probdeconv.inference.map)
     "name": (("lbfgs", "adam", "autodelta"), "lbfgs"),
@@ -241,7 +259,7 @@ _OPTIMIZER = {  # MAP_gradient's optimiser (probdeconv.inference.map)
 _SCHEMAS: dict[str, dict] = {
     "RLsimple": {**_COMMON, "stopping_criteria": ("ignored", _OMIT)},
     "RL": {**_COMMON, **_em_filters("RL"),
-           "smoothing": ({"activate": _OFF, "FWHM": (_FWHM, _OMIT)}, {}),
+           "smoothing": ({"activate": _OFF, "FWHM": ("fwhm", _OMIT)}, {}),
            "stopping_criteria": ({"statistics": (("log-likelihood",), "log-likelihood"),
                                   "threshold": _THRESHOLD}, {})},
     # cosipy 0.4: RLbasic = plain EM (no background fitting), RLadvanced = RL

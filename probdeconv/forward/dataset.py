@@ -34,7 +34,9 @@ class Dataset:
 
     Build it with :func:`make_dataset`, which checks shapes and values.  Array fields are
     pytree leaves (traced by ``jit``); ``pixel_area``, ``n_model_pixels`` and
-    ``bkg_index`` are static metadata.
+    ``bkg_index`` are static metadata.  ``bkg_index[r]`` is the global normalisation of
+    row ``r``: template ``r``, or with time nodes (``bkg_rows``, see
+    :mod:`probdeconv.forward.nodes`) one group of time bins of a template.
     """
 
     counts: jax.Array  # [t, i]
@@ -49,6 +51,9 @@ class Dataset:
     obs_backgrounds: jax.Array | None = None  # [k, n_obs] background templates there
     bkg_totals: jax.Array | None = None  # [k] Σ_{t,i} B[k, t, i]
     response_totals: jax.Array | None = None  # [(v, e)] Σ_i R[(v, e), i]
+    # time nodes (forward.nodes.with_time_nodes); None: normalisation row k is template k
+    bkg_rows: jax.Array | None = None  # [k, t] int: row of template k in time bin t
+    bkg_time_totals: jax.Array | None = None  # [k, t] Σ_i B[k, t, i]
     pixel_area: float = dataclasses.field(default=1.0, metadata=dict(static=True))
     n_model_pixels: int = dataclasses.field(default=1, metadata=dict(static=True))
     n_energies: int = dataclasses.field(default=1, metadata=dict(static=True))

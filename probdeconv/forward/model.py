@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from .blocks import response_adjoint_product, response_product
 from .dataset import ALMOST_ZERO, Dataset
+from .nodes import node_coefficients, observed_time, row_sums
 
 __all__ = [
     "sky_counts",
@@ -75,6 +76,8 @@ def background_counts(ds: Dataset, bkg_norm: jax.Array) -> jax.Array:
     """``Σ_k b_k B_k`` with ``bkg_norm`` the *global* normalisations, shape ``[t, i]``."""
     if not ds.bkg_index:
         return jnp.zeros_like(ds.counts)
+    if ds.bkg_rows is not None:  # time nodes: one normalisation per template and time bin
+        return jnp.einsum("kt,kti->ti", node_coefficients(ds, bkg_norm), ds.backgrounds)
     b = bkg_norm[jnp.asarray(ds.bkg_index)]  # [k]
     return jnp.tensordot(b, ds.backgrounds, axes=1)  # [k] x [k, t, i] -> [t, i]
 
@@ -114,7 +117,10 @@ def exposure(ds: Dataset) -> jax.Array:
 
 
 def background_product(ds: Dataset, h: jax.Array) -> jax.Array:
-    """``Σ_i B_k,i H_i`` for each local background row ``k``, shape ``[k]``."""
+    """``Σ_i B_k,i H_i`` for each local background row ``k``, shape ``[k]`` (with time
+    nodes: per row, i.e. per template and node)."""
+    if ds.bkg_rows is not None:  # [k, t, i] x [t, i] -> [k, t] -> [rows]
+        return row_sums(ds, jnp.sum(ds.backgrounds * h[None], axis=2))
     return jnp.tensordot(ds.backgrounds, h, axes=2)  # [k, t, i] x [t, i] -> [k]
 
 
@@ -175,7 +181,11 @@ def reduced_expectation(ds: Dataset, rsky: jax.Array, bkg_norm: jax.Array,
     obs, total = rsky[:-1], rsky[-1]
     obs = obs + almost_zero
     total = total + ds.n_bins * almost_zero
-    if ds.bkg_index:
+    if ds.bkg_rows is not None:  # time nodes: coefficients c[k, t]
+        c = node_coefficients(ds, bkg_norm)
+        obs = obs + jnp.sum(c[:, observed_time(ds)] * _observed_backgrounds(ds), axis=0)
+        total = total + jnp.sum(c * ds.bkg_time_totals)  # [k, t] x [k, t] -> []
+    elif ds.bkg_index:
         b = bkg_norm[jnp.asarray(ds.bkg_index)]  # [k]
         obs = obs + b @ _observed_backgrounds(ds)  # [k] x [k, n_obs] -> [n_obs]
         total = total + b @ ds.bkg_totals
@@ -244,7 +254,13 @@ def reduced_backproject(ds: Dataset, h_obs: jax.Array) -> jax.Array:
 
 
 def reduced_background_product(ds: Dataset, h_obs: jax.Array) -> jax.Array:
-    """``Σ_i B_k,i H_i`` for ``H`` zero outside the observed bins, shape ``[k]``."""
+    """``Σ_i B_k,i H_i`` for ``H`` zero outside the observed bins, shape ``[k]`` (with
+    time nodes: per row)."""
+    if ds.bkg_rows is not None:  # [k, n_obs] summed into the row of each (k, time bin)
+        per = _observed_backgrounds(ds) * h_obs
+        rows = ds.bkg_rows[:, observed_time(ds)]
+        return jax.ops.segment_sum(per.reshape(-1), rows.reshape(-1),
+                                   num_segments=len(ds.bkg_index))
     return _observed_backgrounds(ds) @ h_obs  # [k, n_obs] x [n_obs] -> [k]
 
 

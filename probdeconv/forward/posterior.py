@@ -18,7 +18,8 @@ uniform or (truncated, unnormalised) gamma prior.  All fluxes are in ``cm-2 s-1 
 
 Log-prior terms, named as MAP-RL registers them: ``gamma_model`` (MAP-RL's
 ``(k−1) Σ log(λ+eps) − Σ λ/θ`` over all pixels), ``lognormal_model`` (unnormalised),
-``gamma_bkg`` (free backgrounds with the gamma prior), then the names of ``config.priors``.
+``gamma_bkg`` (free backgrounds with the gamma prior), ``smooth_bkg`` (the random walk
+between time nodes of free backgrounds), then the names of ``config.priors``.
 
 Examples
 --------
@@ -47,6 +48,7 @@ from ..errors import DataError, ParameterError
 from ..priors import GammaPrior, LogNormalPrior
 from .dataset import Dataset
 from .model import observed_log_likelihood
+from .nodes import NodeWalkPrior
 
 __all__ = [
     "IMAGE_PRIORS",
@@ -67,7 +69,8 @@ __all__ = [
 
 IMAGE_PRIORS = ("flat", "gamma", "lognormal")
 BKG_PRIORS = ("uniform", "gamma")
-RESERVED_NAMES = ("image", "bkg_norm", "gamma_model", "lognormal_model", "gamma_bkg")
+RESERVED_NAMES = ("image", "bkg_norm", "gamma_model", "lognormal_model", "gamma_bkg",
+                  "smooth_bkg")
 """Names of model sites and log-prior terms; a further prior may not take one."""
 
 FLAT_GAMMA = GammaPrior(1.0, math.inf)
@@ -94,6 +97,7 @@ class SkyModelConfig:
     bkg_fixed: jax.Array  # [K] used when the backgrounds are not free; start of a fit
     bkg_range: jax.Array  # [K, 2] support of the free normalisations
     bkg_gamma: GammaPrior  # used when bkg_prior == "gamma"
+    bkg_walk: NodeWalkPrior | None = None  # smoothness between time nodes (forward.nodes)
     image_prior: str = _static("flat")
     gamma_proper: bool = _static(False)  # gamma with finite θ: a proper density
     bkg_free: bool = _static(False)
@@ -166,6 +170,7 @@ def make_config(
     bkg_range: np.ndarray | Sequence | None = None,
     bkg_prior: str = "uniform",
     bkg_gamma: GammaPrior | tuple[float, float] = (1.0, math.inf),
+    bkg_walk: NodeWalkPrior | None = None,
     dtype: str | np.dtype = "float64",
 ) -> SkyModelConfig:
     """Check the choices and build a :class:`SkyModelConfig`.
@@ -194,6 +199,10 @@ def make_config(
     bkg_prior
         ``"uniform"`` (on the range) or ``"gamma"`` (``bkg_gamma = (k_b, θ_b)``, truncated to
         the range, unnormalised: MAP-RL's background prior).
+    bkg_walk
+        Smoothness prior between the time nodes of free backgrounds (a Gaussian random
+        walk on ``log b``, :func:`probdeconv.forward.nodes.walk_prior`); log-prior term
+        ``smooth_bkg``.
 
     Raises
     ------
@@ -236,12 +245,25 @@ def make_config(
         bkg_fixed=jnp.asarray(b, dtype=dtype),
         bkg_range=jnp.asarray(rng, dtype=dtype),
         bkg_gamma=_gamma(bkg_gamma, "gamma prior on the background"),
+        bkg_walk=_walk(bkg_walk, n_bkg, dtype),
         image_prior=image_prior,
         gamma_proper=image_prior == "gamma" and math.isfinite(g.theta),
         bkg_free=bkg_free,
         bkg_prior=bkg_prior,
         bkg_bounded=bounded,
     )
+
+
+def _walk(walk: NodeWalkPrior | None, n_bkg: int, dtype) -> NodeWalkPrior | None:
+    if walk is None:
+        return None
+    pairs = np.asarray(walk.pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or (pairs.size and (
+            pairs.min() < 0 or pairs.max() >= n_bkg)):
+        raise DataError(f"bkg_walk: pairs of shape {pairs.shape} with indices up to "
+                        f"{pairs.max() if pairs.size else None}; expected [P, 2] indices of "
+                        f"the {n_bkg} background normalisations (forward.nodes.walk_prior).")
+    return NodeWalkPrior(jnp.asarray(pairs, jnp.int32), jnp.asarray(walk.sigma, dtype))
 
 
 def bkg_inside_support(config: SkyModelConfig, bkg: Any) -> jax.Array:
@@ -319,6 +341,8 @@ def log_prior_terms(image: jax.Array, bkg_norm: jax.Array, config: SkyModelConfi
         out["gamma_model"] = config.image_gamma.log_prob(image)
     elif config.image_prior == "lognormal":
         out["lognormal_model"] = config.lognormal.log_prob(image, config.mask)
+    if config.bkg_free and config.bkg_walk is not None:
+        out["smooth_bkg"] = config.bkg_walk.log_prob(bkg_norm)
     if config.bkg_free and config.bkg_prior == "gamma":
         out["gamma_bkg"] = config.bkg_gamma.log_prob(bkg_norm)
     for name, prior in config.priors.items():

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import forward as fm
+from ..forward.nodes import row_sums
 
 __all__ = ["PairPlan", "pair_plan", "data_diagonal"]
 
@@ -182,7 +183,12 @@ def data_diagonal(datasets: Sequence[fm.Dataset], image: jax.Array, bkg: jax.Arr
         if ds.bkg_index and n_bkg:
             onehot = np.zeros((n_bkg, len(ds.bkg_index)))
             onehot[list(ds.bkg_index), np.arange(len(ds.bkg_index))] = 1.0
-            bkg_diag = bkg_diag + _bkg_diagonal(w, ds.backgrounds, jnp.asarray(onehot, w.dtype))
+            if ds.bkg_rows is not None:  # time nodes: per template and time bin, then per row
+                rows = row_sums(ds, jnp.sum(w[None] * ds.backgrounds ** 2, axis=2))
+                bkg_diag = bkg_diag + jnp.asarray(onehot, w.dtype) @ rows
+            else:
+                bkg_diag = bkg_diag + _bkg_diagonal(w, ds.backgrounds,
+                                                    jnp.asarray(onehot, w.dtype))
     logger.debug("Fisher diagonal (%s) from the squared response: %s pairs", kind,
                  [len(p.lo) for p in plans])
     return pix, bkg_diag

@@ -28,6 +28,7 @@ from histpy import Histogram
 from ..config import Parameters, validate_algorithm_parameters
 from ..errors import DataError, FileFormatError
 from ..io.checkpoint import read_checkpoint, write_checkpoint
+from .bkg_nodes import BackgroundNodes
 from .checks import check_initial_model, validate_mask
 from .data_collection import DataInterfaceCollection
 from .source_components import (
@@ -110,16 +111,27 @@ class DeconvolutionAlgorithmBase(ABC):
                                   .to_value(flux))
         self.do_bkg_norm_optimization = bool(
             p.get("background_normalization_optimization:activate", False))
+        # time nodes: one normalisation per group of time bins ("<bkg>:node<j>")
+        self.bkg_nodes = BackgroundNodes.build(
+            self.dataset, list(self.dict_bkg_norm),
+            p.get("background_normalization_optimization:nodes"),
+            p.get("background_normalization_optimization:smoothness"),
+            path="deconvolution:parameter:background_normalization_optimization")
+        if self.bkg_nodes.has_nodes:
+            start = self.dict_bkg_norm
+            self.dict_bkg_norm = {n: start[self.bkg_nodes.template_of(n)]
+                                  for n in self.bkg_nodes.names}
         ranges = p.get("background_normalization_optimization:range") or {}
         if hasattr(ranges, "to_dict"):
             ranges = ranges.to_dict()
-        unknown = [k for k in ranges if k not in self.dict_bkg_norm]
+        unknown = [k for k in ranges if k not in self.dict_bkg_norm
+                   and k not in self.bkg_nodes.groups]
         if unknown:
             logger.warning("background_normalization_optimization:range names %s, which no "
                            "dataset has (background models: %s); ignored.", unknown,
                            list(self.dict_bkg_norm))
-        self.dict_bkg_norm_range = {k: list(ranges.get(k, [0.0, 100.0]))
-                                    for k in self.dict_bkg_norm}
+        self.dict_bkg_norm_range = {k: list(v) for k, v in
+                                    self.bkg_nodes.per_node(ranges, [0.0, 100.0]).items()}
         for k in source_component_keys(self.dataset):  # point sources: their own range
             if k not in ranges:
                 self.dict_bkg_norm_range[k] = component_range(self.dataset, k)
@@ -131,14 +143,15 @@ class DeconvolutionAlgorithmBase(ABC):
         self.save_only_final_result = bool(p.get("save_results:only_final_result", False))
 
     def _forward_datasets(self) -> tuple:
-        keys = list(self.dict_bkg_norm)
         out = []
-        for d in self.dataset:
+        for i, d in enumerate(self.dataset):
             if not hasattr(d, "to_forward"):
                 raise DataError(
                     f"dataset {getattr(d, 'name', d)!r} ({type(d).__name__}) does not provide "
                     "forward-model arrays (to_forward); load it with DataIF_COSI_DC2.load().")
-            out.append(d.to_forward(keys))
+            nodes = getattr(self, "bkg_nodes", None)  # set by _read_common_parameters
+            out.append(d.to_forward(list(self.dict_bkg_norm)) if nodes is None
+                       else nodes.forward(d, i))
         return tuple(out)
 
     def _as_model(self, values):

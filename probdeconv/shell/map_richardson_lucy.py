@@ -38,7 +38,7 @@ def posterior_config(shell, prior_opts: dict, mask: np.ndarray, dtype):
             mask.shape, n_bkg=len(keys), mask=mask, bkg_free=shell.do_bkg_norm_optimization,
             bkg_norm=[shell.dict_bkg_norm[k] for k in keys],
             bkg_range=np.array([shell.dict_bkg_norm_range[k] for k in keys]).reshape(-1, 2),
-            dtype=dtype, **prior_opts)
+            bkg_walk=shell.bkg_nodes.walk(dtype), dtype=dtype, **prior_opts)
     except ParameterError as exc:
         raise ParameterError(f"deconvolution:parameter: {exc}") from exc
 
@@ -73,6 +73,7 @@ class MAP_RichardsonLucy(EMShell):  # noqa: N801 (cosipy name)
     """
 
     algorithm_name = "MAP_RL"
+    uses_bkg_walk = True
     simple = False
     STATISTICS = ("log-posterior", "log-likelihood")
 

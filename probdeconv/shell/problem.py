@@ -33,6 +33,7 @@ from ..config.priors import prior_options
 from ..errors import DataError, ParameterError
 from ..forward.posterior import make_config
 from ..forward.problem import ImageGrid, Problem
+from .bkg_nodes import BackgroundNodes
 from .source_components import source_component_keys, source_options
 
 __all__ = ["image_grid", "problem_from_dataif", "problem_from_parameters"]
@@ -91,7 +92,10 @@ def problem_from_dataif(data: Sequence[Any], *, mask: Any = None, **config_optio
         raise DataError("problem_from_dataif: no data interface given.")
     keys = _background_keys(data)
     config_options = source_options(data, config_options)  # point sources: their defaults
-    datasets = tuple(d.to_forward(keys) for d in data)
+    nodes = BackgroundNodes.build(data, keys, config_options.pop("bkg_nodes", None),
+                                  config_options.pop("bkg_smoothness", None),
+                                  path="prior:background")
+    datasets = tuple(nodes.forward(d, i) for i, d in enumerate(data))
     axes = data[0].model_axes
     shape = tuple(int(n) for n in axes.nbins)
     for i, d in enumerate(data[1:], 1):
@@ -107,6 +111,14 @@ def problem_from_dataif(data: Sequence[Any], *, mask: Any = None, **config_optio
                                      f"have {keys}.")
             default = 1.0 if key == "bkg_norm" else [0.0, 100.0]
             config_options[key] = [value.get(k, default) for k in keys]
+    if nodes.has_nodes:  # one normalisation per node: a background's values for each node
+        for key in ("bkg_norm", "bkg_range"):
+            value = config_options.get(key)
+            if value is not None and len(value) == len(keys):
+                config_options[key] = [value[keys.index(nodes.template_of(n))]
+                                       for n in nodes.names]
+        keys = list(nodes.names)
+    config_options.setdefault("bkg_walk", nodes.walk(datasets[0].counts.dtype))
     if mask is not None:
         if isinstance(mask, Histogram):
             mask = mask.to_dense() if mask.is_sparse else mask

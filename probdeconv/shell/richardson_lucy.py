@@ -21,6 +21,7 @@ from ..algorithms.accelerate import REGISTRY, resolve_accelerator
 from ..errors import DataError
 from ..io.results import save_histogram_series, save_scalar_tables
 from .algorithm_base import DeconvolutionAlgorithmBase
+from .smoothing import fwhm_per_energy
 
 __all__ = ["RichardsonLucySimple", "RichardsonLucy", "RichardsonLucyBasic",
            "RichardsonLucyAdvanced"]
@@ -33,10 +34,15 @@ class EMShell(DeconvolutionAlgorithmBase):
     """Shared shell of the EM family: parameters → :class:`em.EMOptions` / ``EMParams``."""
 
     simple = True
+    uses_bkg_walk = False  # MAP_RL: the smoothness prior between background time nodes
 
     def __init__(self, initial_model, dataset, mask, parameter):
         super().__init__(initial_model, dataset, mask, parameter)
         self._read_common_parameters()
+        if self.bkg_nodes.smoothness and not self.uses_bkg_walk:
+            logger.warning("%s: background_normalization_optimization:smoothness is a prior; "
+                           "%s maximises the likelihood and ignores it (MAP_RL, MAP_gradient "
+                           "and the samplers use it).", self.algorithm_name, self.algorithm_name)
         p = self.parameter
         self.do_response_weighting = bool(p.get("response_weighting:activate", False))
         self.response_weighting_index = float(p.get("response_weighting:index", 0.5))
@@ -85,7 +91,7 @@ class EMShell(DeconvolutionAlgorithmBase):
             weighting_index=self.response_weighting_index,
             bkg_range=np.array([self.dict_bkg_norm_range[k] for k in keys]).reshape(-1, 2),
             alpha_max=self.alpha_max, minimum_flux=self.minimum_flux,
-            smoothing_fwhm_rad=float(self.smoothing_fwhm.to_value(u.rad)), n_bkg=len(keys),
+            smoothing_fwhm_rad=np.asarray(self.smoothing_fwhm.to_value(u.rad)), n_bkg=len(keys),
             exposure=jnp.asarray(s, dtype=self._datasets[0].counts.dtype))
         if self.do_response_weighting:
             self.response_weighting_filter = np.asarray(self._params.weight)
@@ -207,8 +213,10 @@ class RichardsonLucy(EMShell):
             else 1.0
         self.do_smoothing = bool(p.get("smoothing:activate", False))
         if self.do_smoothing:
-            fwhm = p["smoothing:FWHM"]
-            self.smoothing_fwhm = (float(fwhm["value"]) * u.Unit(fwhm["unit"])).to(u.deg)
+            # one width, one per energy bin, or a table of width against energy
+            self.smoothing_fwhm = fwhm_per_energy(
+                p["smoothing:FWHM"], self.initial_model.axes[1],
+                "deconvolution:parameter:smoothing:FWHM")
         self.stopping_criteria_statistics = p.get("stopping_criteria:statistics",
                                                   "log-likelihood")
         self.stopping_criteria_threshold = float(p.get("stopping_criteria:threshold", 1e-2))

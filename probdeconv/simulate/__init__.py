@@ -15,6 +15,7 @@ Examples
 """
 
 from .config import DAY, SimulationConfig
+from .drift import chunk_edges, drift_factor, survey_bins
 from .files import read_yaml, write_full_detector_response, write_yaml
 from .instrument import (
     build_response,
@@ -60,10 +61,12 @@ __all__ = [
     "SkyComponent",
     "background_template",
     "bin_attitudes",
+    "chunk_edges",
     "build_response",
     "component_images",
     "components_from_config",
     "coordsys_conversion_matrix",
+    "drift_factor",
     "effective_area",
     "energy_dispersion",
     "klein_nishina",
@@ -77,6 +80,7 @@ __all__ = [
     "simulate",
     "sky_image",
     "survey_attitudes",
+    "survey_bins",
     "write_full_detector_response",
     "write_yaml",
 ]

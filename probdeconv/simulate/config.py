@@ -79,6 +79,12 @@ class SimulationConfig:
         ``sky``: a preset name (``'bulge511'``, ``'points'``) or a list of component
         dicts (see :mod:`probdeconv.simulate.skymodels`); ``flux_scale`` multiplies every
         component flux.  ``background_rate`` (counts/s, summed over the data space).
+        ``bkg_drift``: the true background rate varies by ``± bkg_drift`` over the mission
+        (``bkg_drift_shape`` ``'sine'``: ``1 + a sin(2π t / duration)``, ``'linear'``: from
+        ``1 − a`` to ``1 + a``) while the background template written stays flat in time;
+        ``time_chunks``: the attitude samples are binned into ScAtt bins within this many
+        consecutive time intervals, so that the ScAtt axis runs in time order (for time
+        nodes of the background, :mod:`probdeconv.simulate.drift`).
         ``point_sources``: point sources at their exact directions (dicts ``l``, ``b``,
         ``flux`` and optionally ``name``, ``line``, ``index``), their counts from the
         response interpolated at the direction (:mod:`probdeconv.simulate.point_sources`),
@@ -127,6 +133,9 @@ class SimulationConfig:
     scatt_x_nside: int = 1
     # background
     background_rate: float = 1.0  # counts/s
+    bkg_drift: float = 0.0  # relative amplitude of a background drift over the mission
+    bkg_drift_shape: str = "sine"  # "sine": 1 + a sin(2π t / duration); "linear": ±a
+    time_chunks: int = 1  # ScAtt bins made within this many consecutive time intervals
     # randomness
     seed: int = 0
 
@@ -165,6 +174,12 @@ class SimulationConfig:
                 raise ParameterError(f"SimulationConfig.{name}: got {value!r}; expected a "
                                      "finite number of degrees.")
         _positive("background_rate", self.background_rate, allow_zero=True)
+        _positive("time_chunks", self.time_chunks, integer=True)
+        _positive("bkg_drift", self.bkg_drift, allow_zero=True)
+        if not self.bkg_drift < 1.0 or self.bkg_drift_shape not in ("sine", "linear"):
+            raise ParameterError(f"SimulationConfig: bkg_drift {self.bkg_drift!r} with shape "
+                                 f"{self.bkg_drift_shape!r}; expected an amplitude in [0, 1) "
+                                 "(0.2: ±20 % over the mission) and shape 'sine' or 'linear'.")
         _positive("seed", self.seed, integer=True, allow_zero=True)
         if self.phi_max > 180.0:
             raise ParameterError(f"SimulationConfig.phi_max: got {self.phi_max}; the Compton "

@@ -43,11 +43,12 @@ from probdeconv.shell.dataif import DataIF_COSI_DC2
 from probdeconv.shell.response import CoordsysConversionMatrix, FullDetectorResponse
 
 from .config import SimulationConfig
+from .drift import survey_bins
 from .files import read_yaml, write_full_detector_response, write_yaml
 from .instrument import build_response
 from .point_sources import point_source_counts
 from .skymodels import SkyComponent, component_images, components_from_config, sky_image
-from .survey import ScAttBins, bin_attitudes, coordsys_conversion_matrix, survey_attitudes
+from .survey import ScAttBins, coordsys_conversion_matrix
 
 __all__ = ["Simulation", "simulate", "load_simulation", "background_template", "FILE_NAMES"]
 
@@ -255,7 +256,7 @@ def simulate(sky: Any = None, nside: int | None = None, seed: int | None = None,
             raise FileFormatError(f"{out_dir}: already holds {taken}; pass overwrite=True or "
                                   "choose an empty directory.")
     start = time.perf_counter()
-    bins = bin_attitudes(survey_attitudes(cfg), cfg.scatt_nside, cfg.scatt_x_nside)
+    bins, _, drift = survey_bins(cfg)  # (time-ordered ScAtt bins, drift per bin)
     check_simulation_memory(cfg, bins.n_bins)
     truth = sky_image(components_from_config(cfg.sky, cfg.flux_scale), cfg.nside,
                       cfg.energy_edges)
@@ -263,7 +264,8 @@ def simulate(sky: Any = None, nside: int | None = None, seed: int | None = None,
     ccm = coordsys_conversion_matrix(bins, cfg.nside, cfg.nside)
     axes = _data_axes(response.axes, bins.n_bins)
     bkg = background_template(cfg, axes, bins.dwell)
-    ds = fm.make_dataset(np.zeros(axes.shape), np.asarray(response.contents.value), [bkg],
+    true_bkg = bkg if cfg.bkg_drift == 0 else bkg * drift[:, None, None, None]
+    ds = fm.make_dataset(np.zeros(axes.shape), np.asarray(response.contents.value), [true_bkg],
                          ccm=ccm.coo(), n_model_pixels=truth.axes["lb"].nbins,
                          name="simulation")
     expected = np.asarray(fm.expected_counts(ds, jnp.asarray(np.asarray(truth)),
