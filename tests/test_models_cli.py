@@ -92,6 +92,14 @@ def test_model_runs_from_the_cli_and_gives_a_good_image(path, sims, tmp_path, ca
         values = np.asarray(AllSkyImageModel.open(out / "image.hdf5"), float)
         with open(out / "iterations.csv") as f:
             rows = list(csv.DictReader(f))
+        # point sources fitted beside the image: their fluxes drawn into their pixels, as
+        # the truth has them
+        for src in (yaml.safe_load(path.read_text())["model_definition"]
+                    .get("point_sources") or []):
+            pix = int(hp.ang2pix(nside, src["l"], src["b"], lonlat=True))
+            for e in range(values.shape[1]):
+                values[pix, e] += (float(rows[-1][f"bkg_{src['name']}@E{e}"])
+                                   / hp.nside2pixarea(nside))
         post = np.array([float(r["log_posterior"]) for r in rows])
         stat = post if np.all(np.isfinite(post)) else np.array(
             [float(r["log_likelihood"]) for r in rows])

@@ -39,6 +39,7 @@ from .common import (
     setup_logging,
 )
 from .compare import WEIGHT_METHODS, compare_command
+from .devices import add_device_flags
 from .info import info_command
 from .report import report_command
 from .run import run_command
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", choices=("full", "mixed"), default="full",
                    help="mixed: float32 response products, float64 likelihoods, sums and "
                         "images (half the response memory; default full)")
+    add_device_flags(r)
 
     sp = sub.add_parser("sample", parents=[common],
                                        help="posterior sampling (NUTS, HMC, SVI, Laplace, "
@@ -140,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(repeatable)")
     sp.add_argument("--seed", type=int, default=None, help="random seed (sampling:seed)")
     sp.add_argument("--float32", action="store_true", help="float32 arrays (default float64)")
+    add_device_flags(sp)
     sp.add_argument("--precision", choices=("full", "mixed"), default="full",
                     help="mixed: float32 response products, float64 likelihoods, sums and "
                          "images (default full)")

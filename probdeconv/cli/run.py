@@ -49,6 +49,7 @@ from .common import (
     start_run_log,
     write_text,
 )
+from .devices import process_out, start_devices
 
 __all__ = ["run_command", "write_outputs"]
 
@@ -70,6 +71,8 @@ def run_command(args) -> str:
 
 
 def _run(args, warned: list[str]) -> str:
+    mesh = start_devices(args)  # before JAX starts (--devices, several hosts)
+    args.out = str(process_out(args.out))
     out = Path(args.out)
     check_output_directory(out, overwrite=args.overwrite, resume=args.resume)
     params = Parameters.open(args.config)
@@ -77,6 +80,8 @@ def _run(args, warned: list[str]) -> str:
     data, truth = load_data_directory(args.data, dtype="float32" if args.float32 else "float64",
                                       precision=args.precision)
     fit_model_to_data(params, data, args.set)
+    if mesh is not None:
+        data.shard(mesh)
     params["deconvolution:parameter:save_results:activate"] = False
     ckpt = out / "checkpoint.npz"
     if args.resume and not ckpt.is_file():

@@ -43,6 +43,7 @@ from .common import (
     start_run_log,
     write_text,
 )
+from .devices import process_out, start_devices
 
 __all__ = ["sample_command", "posterior_report_command", "SECTIONS"]
 
@@ -58,6 +59,8 @@ def sample_command(args) -> str:
     ``--overwrite`` (which removes an earlier run's outputs first) and is locked while the
     sampler writes into it.
     """
+    mesh = start_devices(args)  # before JAX starts (--devices, several hosts)
+    args.out = str(process_out(args.out))
     out = Path(args.out)
     check_output_directory(out, overwrite=args.overwrite)
     params = Parameters.open(args.config)
@@ -70,6 +73,8 @@ def sample_command(args) -> str:
                                       precision=args.precision)
     if "model_definition" in params:
         fit_model_to_data(params, data, args.set)
+    if mesh is not None:
+        data.shard(mesh)
     prior = params.get("prior")
     problem = problem_from_parameters([data], prior.to_dict() if prior is not None else None)
     options = params["sampling"].to_dict()

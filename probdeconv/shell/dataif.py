@@ -19,6 +19,7 @@ from histpy import Axes, Histogram
 
 from .. import forward as fm
 from ..errors import AxisMismatchError, DataError
+from ..forward.sharding import pad_data, padded_log_likelihood, shard_dataset, trim_data
 from .checks import check_dataset_contents, check_frames
 from .point_sources import PointSourceSpec
 from .response import CoordsysConversionMatrix, FullDetectorResponse
@@ -354,6 +355,10 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         """The arrays of this dataset as a :class:`probdeconv.forward.Dataset`."""
         return self._forward
 
+    def shard(self, mesh) -> None:
+        """Split the forward arrays over ``mesh`` (forward.sharding.shard_dataset)."""
+        self._forward = shard_dataset(self._forward, mesh)
+
     def to_forward(self, global_keys: list[str]) -> fm.Dataset:
         """The forward dataset with its backgrounds indexed into ``global_keys``."""
         idx = tuple(global_keys.index(k) for k in self.keys_bkg_models())
@@ -394,8 +399,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
         if h.axes.shape != self._data_axes.shape:
             raise DataError(f"dataset {self.name!r}: data-space histogram has shape "
                             f"{h.axes.shape}; expected {self._data_axes.shape}.")
-        return jnp.asarray(_values(h).reshape(self._forward.counts.shape),
-                           dtype=self._forward.counts.dtype)
+        return pad_data(self._forward, _values(h))  # the data's shape (with padding)
 
     def _norm_vector(self, dict_bkg_norm) -> jnp.ndarray:
         keys = self.keys_bkg_models()
@@ -410,7 +414,7 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
                                almost_zero)
         # a writable array of its own (a JAX result may be a read-only view)
         return Histogram(self._data_axes, copy_contents=False,
-                         contents=np.array(e).reshape(self._data_axes.shape))
+                         contents=trim_data(e, self._data_axes.shape))
 
     def calc_source_expectation(self, model, almost_zero=1e-12) -> Histogram:
         """Expected counts of ``model`` alone, plus ``almost_zero`` (cosipy 0.4)."""
@@ -442,4 +446,5 @@ class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosip
 
     def calc_log_likelihood(self, expectation) -> float:
         """Poisson log-likelihood ``Σ d log E − Σ E`` of an expected-count histogram."""
-        return float(fm.log_likelihood(self._forward, self._data_values(expectation)))
+        self._data_values(expectation)  # checks the axes; the padding of split data counts 0
+        return float(padded_log_likelihood(self._forward, _values(expectation)))
