@@ -44,7 +44,7 @@ Examples
 >>> from probdeconv.forward import make_dataset, total_log_likelihood
 >>> from probdeconv.forward.mesh import data_mesh
 >>> rng = np.random.default_rng(0)
->>> ds = make_dataset(rng.poisson(2.0, (3, 12)), rng.random((12, 1, 1, 3, 12)))
+>>> ds = make_dataset(rng.poisson(2.0, (1, 3, 12)), rng.random((12, 1, 1, 3, 12)))
 >>> mesh = data_mesh(1)
 >>> sharded = shard_dataset(ds, mesh)
 >>> lam, b = jnp.full((12, 1), 0.1), jnp.zeros(0)
