@@ -11,6 +11,7 @@ from ..errors import FileFormatError
 from ..io.posterior import is_posterior_directory
 from ..report import run as report
 from ..shell.allsky_image import AllSkyImageModel
+from ..shell.bkg_nodes import run_expectation
 from .common import UsageError, load_data_directory, read_run_record
 from .sample import posterior_report_command
 
@@ -56,7 +57,8 @@ def report_command(args) -> str:
     record = {"algorithm": "run", "iterations": len(history), **meta}
     if "background_range" not in meta:  # run.yml of an older probdeconv
         record["background_range"] = _fitted_ranges(d / "config.yml", bkg)
-    expectation = None if data is None else data.calc_expectation(image, bkg)
+    expectation = None if data is None else run_expectation(data, image, bkg,
+                                                            _nodes(d / "config.yml"))
     path = report.render_run_report(d, image=image, history=history, meta=record, truth=truth,
                                     event=None if data is None else data.event,
                                     expectation=expectation)
@@ -100,6 +102,11 @@ def read_iterations(path: Path) -> tuple[list[dict], list[dict]]:
     return history, rows
 
 
+def _nodes(config: Path):
+    """The background time-node setting of the run's config.yml (None: none)."""
+    return Parameters.open(config).get(f"{BKG_RANGE}:nodes") if config.is_file() else None
+
+
 def _fitted_ranges(config: Path, bkg: dict) -> dict:
     """Ranges of the fitted background norms in the run's config.yml ({} if not fitted)."""
     if not config.is_file():
@@ -109,4 +116,4 @@ def _fitted_ranges(config: Path, bkg: dict) -> dict:
         return {}
     ranges = params.get(f"{BKG_RANGE}:range") or {}
     ranges = ranges.to_dict() if hasattr(ranges, "to_dict") else dict(ranges)
-    return {k: ranges.get(k, [0.0, 100.0]) for k in bkg}
+    return {k: ranges.get(k, ranges.get(k.split(":node")[0], [0.0, 100.0])) for k in bkg}

@@ -162,6 +162,8 @@ def write_outputs(out: Path, algo, data, truth, params, args, elapsed: float,
         meta["simulation_seed"] = ((yaml.safe_load(sim_cfg.read_text()) or {}).get("config")
                                    or {}).get("seed")
     write_text(out / "run.yml", yaml.safe_dump(meta, sort_keys=False))
-    expectation = data.calc_expectation(image, dict(algo.dict_bkg_norm))
+    nodes = getattr(algo, "bkg_nodes", None)  # normalisations per time node, if any
+    expectation = (data.calc_expectation(image, dict(algo.dict_bkg_norm)) if nodes is None
+                   else nodes.expectation(data, 0, image, algo.dict_bkg_norm))
     report.render_run_report(out, image=image, history=history, meta=meta, truth=truth,
                              event=data.event, expectation=expectation)

@@ -26,13 +26,16 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import astropy.units as u
+import jax.numpy as jnp
 import numpy as np
+from histpy import Histogram
 
 from ..errors import ParameterError
-from ..forward import Dataset
+from ..forward import Dataset, expected_counts
 from ..forward.nodes import NodeWalkPrior, node_names, node_of_time, walk_prior, with_time_nodes
 
-__all__ = ["BackgroundNodes"]
+__all__ = ["BackgroundNodes", "run_expectation"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,3 +178,26 @@ class BackgroundNodes:
         """The random-walk prior between neighbouring nodes (``None`` without one)."""
         groups = [[self.names.index(n) for n in self.groups[k]] for k in self.templates]
         return walk_prior(groups, [self.smoothness.get(k) for k in self.templates], dtype)
+
+    def expectation(self, data: Any, index: int, model: Any, dict_bkg_norm: Mapping
+                    ) -> Histogram:
+        """``data.calc_expectation(model, dict_bkg_norm)`` with the normalisations named per
+        node (:attr:`names`), on the data axes of dataset ``index``."""
+        if not self.has_nodes:
+            return data.calc_expectation(model, dict(dict_bkg_norm))
+        ds = self.forward(data, index)
+        values = model.contents
+        if isinstance(values, u.Quantity):
+            values = values.to_value(u.Unit("cm-2 s-1 sr-1"))
+        b = jnp.asarray([float(dict_bkg_norm[n]) for n in self.names], ds.counts.dtype)
+        e = expected_counts(ds, jnp.asarray(np.asarray(values), ds.counts.dtype), b)
+        return Histogram(data.data_axes, contents=np.array(e).reshape(data.data_axes.shape),
+                         copy_contents=False)
+
+
+def run_expectation(data: Any, model: Any, dict_bkg_norm: Mapping, nodes: Any = None
+                    ) -> Histogram:
+    """Expected counts of one data interface at a run's result: ``model`` and the fitted
+    normalisations (named per node when the run's ``nodes`` setting made nodes)."""
+    plan = BackgroundNodes.build([data], data.keys_bkg_models(), nodes)
+    return plan.expectation(data, 0, model, dict_bkg_norm)
