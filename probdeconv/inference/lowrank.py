@@ -23,6 +23,11 @@ the informative pixels changes by less than ``tolerance`` (1 %) relative at the
 ``quantile``-th (95th) percentile from the previous rank, or the rank reaches ``max_rank``
 or ``n`` (exact).  Informative pixels: the data alone would give their log-flux a
 standard deviation of at most 0.5 (``λ_j² F_jj ≥ 4``); all parameters when there are none.
+The Krylov subspace starts from the informative parameters (their unit vectors when they
+fit in the first block, random vectors on them otherwise): the subspace is then a block
+conjugate-gradient space for their σ.  On the README's NSIDE-8 simulation (769
+parameters, 26 informative) the 95th-percentile change from rank 128 to 256 is 0.04 % from
+this start, 2.3 % from a random one.
 
 Captured variance.  ``Σ_k 1/θ_k / (Σ_k 1/θ_k + n − k)``: the share of the whitened
 posterior variance (the trace of ``A⁻¹``) carried by the ``k`` Ritz directions, the other
@@ -128,10 +133,26 @@ def _next_block(q: np.ndarray, r: np.ndarray, rng, scale_ref: float) -> np.ndarr
     return qr
 
 
+def _start_block(rng, info: np.ndarray, width: int, start: str) -> np.ndarray:
+    n = info.shape[0]
+    if start == "random" or info.all():
+        return rng.standard_normal((n, width))
+    if start != "informative":
+        raise ParameterError(f"start: got {start!r}; valid choices: informative, random.")
+    idx = np.flatnonzero(info)
+    out = np.zeros((n, width))
+    if idx.size <= width:  # the unit vectors of the informative parameters, then random
+        out[idx, np.arange(idx.size)] = 1.0
+        out[:, idx.size:] = rng.standard_normal((n, width - idx.size))
+    else:
+        out[idx] = rng.standard_normal((idx.size, width))
+    return out
+
+
 def lowrank_precision(problem: Problem, u: np.ndarray, *, kind: str = "observed",
                       rank: int = 32, max_rank: int | None = None, tolerance: float = 0.01,
                       quantile: float = 95.0, block: int = 16, seed: int = 0,
-                      progress_bar: bool = False) -> LowRank:
+                      start: str = "informative", progress_bar: bool = False) -> LowRank:
     """The low-rank plus diagonal log-space Laplace precision at ``u`` (module docstring).
 
     Parameters
@@ -151,6 +172,10 @@ def lowrank_precision(problem: Problem, u: np.ndarray, *, kind: str = "observed"
         Vectors per compiled product call.
     seed
         Seed of the random start block.
+    start
+        ``"informative"`` (default): the first block is random on the informative
+        parameters only (their unit vectors when they fit in one block), so the Krylov
+        subspace grows from where the σ map is judged; ``"random"``: random everywhere.
     """
     u = np.asarray(u, dtype=np.float64)
     n = int(u.shape[0])
@@ -177,7 +202,7 @@ def lowrank_precision(problem: Problem, u: np.ndarray, *, kind: str = "observed"
         info = np.ones(n, dtype=bool)
     rng = np.random.default_rng(int(seed))
     width = int(max(1, min(block, n)))
-    q = np.linalg.qr(rng.standard_normal((n, width)))[0]
+    q = np.linalg.qr(_start_block(rng, info, width, start))[0]
     aq = np.empty((n, 0))
     qs = np.empty((n, 0))
     target, previous, history, converged = min(int(rank), max_rank), None, [], False

@@ -59,9 +59,8 @@ def _value_grad(u, scale, free, datasets, config):
 
 
 @jax.jit
-def _values(u, scale, steps, free, datasets, config):
-    latent = Latent(free, u, scale)
-    return jax.vmap(lambda z: latent_log_density(z, datasets, config, latent))(steps)
+def _value(u, scale, z, free, datasets, config):
+    return latent_log_density(z, datasets, config, Latent(free, u, scale))
 
 
 @functools.partial(jax.jit, static_argnames=("kind",))
@@ -130,7 +129,6 @@ def newton_mode(problem: Problem, u0: np.ndarray, *, scale: np.ndarray | None = 
     history, products = [float(value)], 0
     gmax = float(jnp.max(jnp.abs(g)))
     steps, converged = 0, gmax <= gradient_tolerance
-    halvings = jnp.asarray(0.5 ** np.arange(30), problem.dtype)
     with tqdm(total=int(max_iterations), desc="start: log-space mode (Newton-CG)",
               unit="step", disable=not progress_bar, leave=False) as bar:
         while steps < max_iterations and not converged:
@@ -141,16 +139,18 @@ def newton_mode(problem: Problem, u0: np.ndarray, *, scale: np.ndarray | None = 
             slope = float(jnp.vdot(g, p))
             if not slope > 0:  # not an ascent direction: fall back to the gradient
                 p, slope = g, float(jnp.vdot(g, g))
-            trial = np.asarray(_values(u, scale, halvings[:, None] * p[None, :], *args))
-            ok = np.isfinite(trial) & (trial >= float(value)
-                                       + 1e-4 * np.asarray(halvings) * slope)
-            if not ok.any():
+            step = 1.0  # Armijo backtracking: one log-density per trial, the full step first
+            while step > 1e-9:
+                trial = float(_value(u, scale, step * p, *args))
+                if np.isfinite(trial) and trial >= float(value) + 1e-4 * step * slope:
+                    break
+                step *= 0.5
+            else:
                 logger.info("Newton-CG: no step along the direction increases the "
                             "log-density; stopping at max|grad| %.3g", gmax)
                 converged = gmax <= gradient_tolerance
                 break
-            a = int(np.argmax(ok))
-            u = u + scale * halvings[a] * p
+            u = u + scale * step * p
             value, g = _value_grad(u, scale, *args)
             history.append(float(value))
             gmax = float(jnp.max(jnp.abs(g)))
@@ -161,8 +161,7 @@ def newton_mode(problem: Problem, u0: np.ndarray, *, scale: np.ndarray | None = 
                                 refresh=False)
             logger.info("start: Newton-CG step %d: log-density %.10g, largest whitened "
                         "gradient %.3g, %d CG products%s, step %g", steps, float(value), gmax,
-                        int(n_cg), " (negative curvature)" if bool(neg) else "",
-                        float(halvings[a]))
+                        int(n_cg), " (negative curvature)" if bool(neg) else "", step)
     result = ModeResult(np.asarray(u), float(value), steps, bool(converged), gmax,
                         np.asarray(history))
     level = logging.INFO if result.converged else logging.WARNING
@@ -173,8 +172,8 @@ def newton_mode(problem: Problem, u0: np.ndarray, *, scale: np.ndarray | None = 
     return result
 
 
-def em_start(problem: Problem, init_image: np.ndarray, *, max_iterations: int = 200,
-             tolerance: float = 1e-7, progress_bar: bool = False):
+def em_start(problem: Problem, init_image: np.ndarray, *, max_iterations: int = 100,
+             tolerance: float = 1e-6, progress_bar: bool = False):
     """SQUAREM-accelerated Richardson-Lucy from ``init_image`` until the log-likelihood
     gains less than ``tolerance`` relative per step; ``(image, bkg, steps, converged)``."""
     cfg = problem.config

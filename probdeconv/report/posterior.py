@@ -16,9 +16,10 @@
 - ``rootogram.png``, ``pit.png``, ``pit_arviz.png``: posterior predictive checks of the
   counts (:mod:`.predictive`), whose KS p-value is a line at the top of ``report.md``,
 
-and writes ``report.md`` with the run settings, timings, diagnostic summary, the faint
-pixels (mean below two standard deviations: their 95 % upper limits) and background
-posteriors.
+and writes ``report.md`` with, first, the method's assumptions and its calibration
+measured on small skies (:mod:`.assumptions`), then the run settings, timings, diagnostic
+summary, the faint pixels (mean below two standard deviations: their 95 % upper limits)
+and background posteriors.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from histpy import HealpixAxis  # noqa: E402
 
 from ..io.atomic import atomic_target  # noqa: E402
 from ..results.arviz import ESS_MIN, RHAT_MAX  # noqa: E402
+from .assumptions import assumption_lines, calibration_lines  # noqa: E402
 from .predictive import predictive_figures, predictive_lines  # noqa: E402
 from .run import save_figure  # noqa: E402
 from .sky import draw_map, energy_label, flux_range, new_figure, unit_label  # noqa: E402
@@ -258,6 +260,8 @@ def write_report(post, directory: str | Path, *, truth: Any = None) -> Path:
     if not post.independent:
         lines += [convergence_line(summ), ""]
     lines += predictive_lines(ppc)
+    lines += assumption_lines(post.method, post.settings)
+    lines += calibration_lines(post.method, post.settings)
     lines += ["## Settings", "", _table([(k, _fmt(v)) for k, v in post.settings.items()],
                                         ("setting", "value")), ""]
     lines += ["## Timings", "", _table([(k, f"{v:.2f}") for k, v in post.timings.items()],
@@ -280,7 +284,10 @@ def write_report(post, directory: str | Path, *, truth: Any = None) -> Path:
                  f"{v['upper']:.5g}]", _fmt(summ["backgrounds"].get(name, {}).get("rhat",
                                                                                    "")))
                 for name, v in bs.items()]
-        lines += ["## Background normalisations", "",
+        title = "## Background normalisations" + (  # point sources: name@E<bin>
+            " and point-source fluxes (ph cm-2 s-1, `<source>@E<bin>`)"
+            if any("@E" in name for name in bs) else "")
+        lines += [title, "",
                   _table(rows, ("background", "mean", "std", "68 % interval", "R-hat")), ""]
     lines += ["## Figures", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in figures]
