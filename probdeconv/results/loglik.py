@@ -117,8 +117,17 @@ def _pointwise(image, bkg, ds, seg, n_groups):
     return jnp.concatenate([ll, -rest])
 
 
-_batched = jax.jit(jax.vmap(_pointwise, in_axes=(0, 0, None, None, None)),
-                   static_argnums=(4,))
+DRAWS_AT_ONCE = 8
+"""Draws evaluated together inside a compiled batch (each holds a data-space expectation
+and the model-space intermediates of the forward model)."""
+
+
+def _many(images, bkgs, ds, seg, n_groups):
+    return jax.lax.map(lambda ib: _pointwise(ib[0], ib[1], ds, seg, n_groups),
+                       (images, bkgs), batch_size=DRAWS_AT_ONCE)
+
+
+_batched = jax.jit(_many, static_argnums=(4,))
 
 
 def pointwise_log_likelihood(post, *, max_draws: int = MAX_DRAWS,

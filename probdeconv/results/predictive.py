@@ -119,9 +119,14 @@ def _one_draw(image, bkg, key, ds, d, starts):
 
 @jax.jit
 def _batch(images, bkgs, keys, ds, d, starts):
-    freq, f_lo, f_hi = jax.vmap(_one_draw, in_axes=(0, 0, 0, None, None, None))(
-        images, bkgs, keys, ds, d, starts)
-    return freq, jnp.sum(f_lo, axis=0), jnp.sum(f_hi, axis=0)
+    """Class frequencies ``[n, K]`` and the sums over the draws of ``F(d−1)``, ``F(d)``."""
+    def body(carry, x):
+        freq, f_lo, f_hi = _one_draw(*x, ds, d, starts)
+        return (carry[0] + f_lo, carry[1] + f_hi), freq
+
+    zero = jnp.zeros(d.shape, images.dtype)
+    (f_lo, f_hi), freq = jax.lax.scan(body, (zero, zero), (images, bkgs, keys))
+    return freq, f_lo, f_hi
 
 
 def predictive_checks(post, *, max_draws: int = PPC_DRAWS, seed: int = 0) -> PredictiveChecks:
