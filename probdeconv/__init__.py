@@ -31,6 +31,7 @@ from .errors import (  # noqa: E402
     ProbdeconvError,
 )
 from .forward.problem import Problem  # noqa: E402
+from .results.compare import compare  # noqa: E402
 from .results.posterior import Posterior  # noqa: E402
 from .results.sampling import sample  # noqa: E402
 from .shell import priors as _shell_priors  # noqa: E402
@@ -89,6 +90,7 @@ __all__ = [
     "RichardsonLucySimple",
     "SpacecraftAttitudeExposureTable",
     "SpacecraftFile",
+    "compare",
     "problem_from_dataif",
     "sample",
 ]
