@@ -11,13 +11,14 @@ NSIDE 1), then fits
 - ``rl+ps exact``: the same with the source direction rotated per ScAtt attitude;
 - ``laplace TSV``: Laplace posterior with a TSV prior (coefficient ``--tsv``, background
   free), with the point source (exact) and without; the point source's flux and the
-  image flux near it with their standard deviations.
+  image flux near it with their standard deviations; with ``--flat`` also the flat image
+  prior with the point source (the error of the unregularised fit's flux).
 
 For each fit: the image flux within ``--radius`` degrees of the source (truth: the bulge
 there) and over the whole sky, and the source's fitted flux (truth 1e-3).
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_point_sources.py [--nside 8]
-        [--seed 1] [--tsv 1e6] [--no-laplace] [--json FILE]
+        [--seed 1] [--tsv 1e6] [--no-laplace] [--flat] [--json FILE]
 
 Figures are in ``benchmarks/README.md``.
 """
@@ -69,8 +70,9 @@ def _run_rl(data, nside: int) -> tuple[np.ndarray, dict, int, float]:
 
 def _laplace(data, tsv: float, disc: np.ndarray, nside: int, draws: int) -> dict:
     start = time.perf_counter()
-    prior = {"background": {"free": True, "range": {"bkg": [0.5, 2.0]}},
-             "TSV": {"coefficient": tsv}}
+    prior = {"background": {"free": True, "range": {"bkg": [0.5, 2.0]}}}
+    if tsv > 0:
+        prior["TSV"] = {"coefficient": tsv}
     post = pd.sample(problem_from_parameters([data], prior), method="laplace",
                      num_samples=draws)
     area = 4 * np.pi / hp.nside2npix(nside)
@@ -96,6 +98,8 @@ def main() -> None:
     ap.add_argument("--tsv", type=float, default=1e6)
     ap.add_argument("--draws", type=int, default=300)
     ap.add_argument("--no-laplace", action="store_true")
+    ap.add_argument("--flat", action="store_true",
+                    help="also a Laplace fit with the point source and a flat image prior")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -121,8 +125,11 @@ def main() -> None:
                       "bkg": norms["bkg"], "iterations": n_iter, "seconds": sec}
         print(name, json.dumps(rows[name]), flush=True)
     if not args.no_laplace:
-        for name, data in (("laplace TSV", base), ("laplace TSV+ps", fits["rl+ps exact"])):
-            rows[name] = _laplace(data, args.tsv, disc, args.nside, args.draws)
+        runs = [("laplace TSV", base, args.tsv), ("laplace TSV+ps", fits["rl+ps exact"], args.tsv)]
+        if args.flat:
+            runs.append(("laplace flat+ps", fits["rl+ps exact"], 0.0))
+        for name, data, tsv in runs:
+            rows[name] = _laplace(data, tsv, disc, args.nside, args.draws)
             print(name, json.dumps(rows[name]), flush=True)
     if args.json:
         with atomic_target(args.json, True, "benchmark results") as tmp:

@@ -5,15 +5,20 @@ Tiny problems (NSIDE <= 4); every test runs in a few seconds.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import healpy as hp
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 from astropy.coordinates import SkyCoord
 
 import probdeconv  # noqa: F401  (float64)
+from probdeconv import ImageDeconvolution
 from probdeconv import forward as fm
 from probdeconv.algorithms import em
+from probdeconv.cli.main import main
 from probdeconv.errors import FileFormatError, ParameterError
 from probdeconv.forward.point_sources import add_components, point_source_templates
 from probdeconv.shell.point_sources import (
@@ -25,10 +30,11 @@ from probdeconv.shell.point_sources import (
     read_catalogue,
 )
 from probdeconv.shell.problem import problem_from_parameters
-from probdeconv.simulate import simulate
+from probdeconv.simulate import load_simulation, simulate
 from probdeconv.simulate.point_sources import point_source_truth, scatt_attitudes
 
 NSIDE = 2
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _galactic_dataset(seed=0, n_e=2):
@@ -189,3 +195,40 @@ def test_numpyro_problem_has_flux_sites_and_refuses_fixed_backgrounds(sim):
     assert rng[0].tolist() == [0.1, 10.0] and rng[1, 0] == 0.0 and rng[1, 1] > 1e-3
     with pytest.raises(ParameterError, match="point sources"):
         problem_from_parameters([data], {"background": {"free": False}})
+
+
+def test_cli_simulate_point_source(tmp_path, capsys):
+    out = tmp_path / "sim"
+    assert main(["--quiet", "simulate", "--nside", "2", "--phi-bins", "6", "--scatt-nside", "1",
+                 "--point-source", "30,10,2e-4,extra", "--out", str(out)]) == 0
+    cfg = load_simulation(out).config
+    assert cfg.point_sources == ({"l": 30.0, "b": 10.0, "flux": 2e-4, "name": "extra"},)
+    assert main(["--quiet", "simulate", "--nside", "2", "--point-source", "30,north,1",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "expected l,b,flux[,name]" in capsys.readouterr().err
+
+
+def test_yaml_point_source_catalogue_beside_the_image(sim, tmp_path):
+    """model_definition:point_sources names a CSV catalogue relative to the parameter file;
+    RL fits the source's flux with the background (a few iterations, likelihood rising)."""
+    (tmp_path / "cat.csv").write_text("name,l,b\nbright,40.0,20.0\n")
+    params = yaml.safe_load((ROOT / "models" / "rl.yml").read_text())
+    params["model_definition"]["property"]["nside"] = NSIDE
+    params["model_definition"]["point_sources"] = "cat.csv"
+    params["deconvolution"]["parameter"]["iteration_max"] = 5
+    (tmp_path / "run.yml").write_text(yaml.safe_dump(params))
+    deconv = ImageDeconvolution()
+    deconv.set_dataset([sim.dataif()])
+    deconv.read_parameterfile(tmp_path / "run.yml")
+    deconv.initialize()
+    res = deconv.run_deconvolution(progress=False)
+    flux = res[-1]["background_normalization"]["bright@E0"]
+    assert 0 < flux < deconv.deconvolution.dict_bkg_norm_range["bright@E0"][1]
+    ll = [float(np.sum(r["log-likelihood"])) for r in res]
+    assert np.all(np.diff(ll) >= 0)
+    params["deconvolution"]["parameter"]["background_normalization_optimization"][
+        "activate"] = False  # the background fixed: the fluxes cannot be fitted with it
+    (tmp_path / "fixed.yml").write_text(yaml.safe_dump(params))
+    deconv.read_parameterfile(tmp_path / "fixed.yml")
+    with pytest.raises(ParameterError, match="point sources.*activate"):
+        deconv.initialize()

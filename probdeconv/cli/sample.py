@@ -30,6 +30,7 @@ from ..config.priors import check_prior_section
 from ..errors import FileFormatError, ParameterError
 from ..results.posterior import Posterior
 from ..results.sampling import sample
+from ..shell.point_sources import relative_catalogue
 from ..shell.problem import problem_from_parameters
 from ..version import __version__
 from .common import (
@@ -73,6 +74,9 @@ def sample_command(args) -> str:
                                       precision=args.precision)
     if "model_definition" in params:
         fit_model_to_data(params, data, args.set)
+        sources = params.get("model_definition:point_sources")
+        if sources is not None:  # point sources beside the image: fluxes in bkg_norm
+            data = data.with_point_sources(relative_catalogue(sources, args.config))
     if mesh is not None:
         data.shard(mesh)
     prior = params.get("prior")

@@ -49,7 +49,8 @@ from astropy.table import Table
 from ..errors import DataError, FileFormatError, ParameterError
 
 __all__ = ["PointSourceSpec", "parse_point_sources", "read_catalogue", "component_keys",
-           "galactic_weights", "attitude_weights", "ccm_weights", "source_weights", "KEY_SEPARATOR"]
+           "galactic_weights", "attitude_weights", "ccm_weights", "source_weights", "KEY_SEPARATOR",
+           "relative_catalogue"]
 
 KEY_SEPARATOR = "@E"
 """Component key of a source's flux in one ``Ei`` bin: ``f"{name}@E{bin}"``."""
@@ -299,3 +300,10 @@ def source_weights(sources: Sequence[PointSourceSpec], *, n_bins: int, local_nsi
         return attitude_weights(sources, *attitudes, n_bins, local_nside, local_nest)
     return ccm_weights(sources, *ccm, n_bins, int(model_nside), model_nest,
                        hp.nside2npix(local_nside))
+
+
+def relative_catalogue(spec: Any, parameter_file: str | Path | None) -> Any:
+    """A catalogue path given in a parameter file, taken relative to that file."""
+    if isinstance(spec, str) and parameter_file and not Path(spec).is_absolute():
+        return str(Path(parameter_file).parent / spec)
+    return spec

@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .point_sources import KEY_SEPARATOR
+
 __all__ = ["Check", "run_checks", "bound_warnings", "stopping_rule", "statistic_series",
            "log_run_checks"]
 
@@ -188,9 +190,14 @@ def run_checks(history: Sequence[Mapping], *, iteration_max: int | None = None,
             words = bound_warnings({key: value}, {key: bkg_range[key]})
             lo, hi = (float(b) for b in bkg_range[key])
             checks.append(Check(False, words[0]) if words else Check(
-                True, f"Background normalisation {key!r} = {float(value):.6g}, inside its "
+                True, f"{_what(key)} {key!r} = {float(value):.6g}, inside its "
                       f"range [{lo:g}, {hi:g}]."))
     return checks
+
+
+def _what(key: str) -> str:
+    """What a linear component is, in words: a background or a point source's flux."""
+    return "Point-source flux" if KEY_SEPARATOR in key else "Background normalisation"
 
 
 def log_run_checks(algo) -> list[Check]:
