@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import NamedTuple
 
 import arviz as az
@@ -160,6 +161,7 @@ def pointwise_log_likelihood(post, *, max_draws: int = MAX_DRAWS,
     >>> ll.values["obs_0"].shape, ll.thin, ll.group
     ((1, 50, 4), 1, 1)
     """
+    t0 = time.perf_counter()
     problem = post.problem
     if problem is None:
         raise DataError("pointwise log-likelihood: the posterior has no problem (it was read "
@@ -183,7 +185,7 @@ def pointwise_log_likelihood(post, *, max_draws: int = MAX_DRAWS,
                                (post.chains, keep.size, problem.n_bkg))
     values, kinds, times = {}, {}, {}
     for i, ds in enumerate(problem.datasets):
-        seg, kind, time = _points(ds, group)
+        seg, kind, tbin = _points(ds, group)
         n_groups = int(seg[-1]) + 1 if seg.size else 0
         out = np.empty((post.chains, keep.size, kind.size))
         batch = int(max(1, min(keep.size, 2.5e8 // (8 * max(ds.n_bins, 1)))))
@@ -193,8 +195,10 @@ def pointwise_log_likelihood(post, *, max_draws: int = MAX_DRAWS,
                 out[c, sl] = np.asarray(_batched(jnp.asarray(images[c, sl]),
                                                  jnp.asarray(bkgs[c, sl]), ds,
                                                  jnp.asarray(seg), n_groups))
-        values[f"obs_{i}"], kinds[f"obs_{i}"], times[f"obs_{i}"] = out, kind, time
+        values[f"obs_{i}"], kinds[f"obs_{i}"], times[f"obs_{i}"] = out, kind, tbin
     n_bins = sum(ds.n_bins for ds in problem.datasets)
+    logger.info("pointwise log-likelihood: %d draws x %d points (%d bins each, every %d-th "
+                "draw) in %.1f s", n_kept, n_points, group, thin, time.perf_counter() - t0)
     return PointwiseLogLik(values, kinds, times, keep, thin, group, n_bins)
 
 

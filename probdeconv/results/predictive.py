@@ -25,6 +25,7 @@ Draws are thinned to at most ``max_draws`` (default 200).
 from __future__ import annotations
 
 import logging
+import time
 from typing import NamedTuple
 
 import jax
@@ -148,6 +149,7 @@ def predictive_checks(post, *, max_draws: int = PPC_DRAWS, seed: int = 0) -> Pre
     >>> ppc.pit.shape, bool(np.all(ppc.predicted.sum(axis=1) == 4))
     ((4,), True)
     """
+    t0 = time.perf_counter()
     problem = post.problem
     if problem is None:
         raise DataError("predictive checks: the posterior has no problem (it was read back "
@@ -185,7 +187,7 @@ def predictive_checks(post, *, max_draws: int = PPC_DRAWS, seed: int = 0) -> Pre
         pits.append(np.clip(f_lo + rng.random(d.size) * (f_hi - f_lo), 0.0, 1.0))
     pit = np.concatenate(pits)
     ks = kstest(pit, "uniform")
-    logger.info("predictive checks: %d draws, %d bins, PIT KS p = %.3g", n_draws, pit.size,
-                ks.pvalue)
+    logger.info("predictive checks: %d draws, %d bins, PIT KS p = %.3g (%.1f s)", n_draws,
+                pit.size, ks.pvalue, time.perf_counter() - t0)
     return PredictiveChecks(starts, observed, predicted, pit, float(ks.statistic),
                             float(ks.pvalue), n_draws, int(pit.size))
