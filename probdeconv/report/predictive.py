@@ -75,8 +75,9 @@ def plot_pit(ppc, path: str | Path) -> Path:
     u = np.asarray(ppc.pit)
     n, classes = u.size, 20
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax.hist(u, bins=classes, range=(0, 1), color="C0", alpha=0.8)
+    heights = ax.hist(u, bins=classes, range=(0, 1), color="C0", alpha=0.8)[0]
     lo, hi = binom.ppf((0.005, 0.995), n, 1.0 / classes)
+    ax.set_ylim(0.9 * min(heights.min(), lo), 1.1 * max(heights.max(), hi))  # zoom on the band
     ax.axhspan(lo, hi, color="0.6", alpha=0.4, label="99 % band per class if uniform")
     ax.axhline(n / classes, color="k", lw=0.8)
     ax.set_xlabel("randomised PIT")
@@ -106,8 +107,8 @@ def plot_pit_arviz(ppc, path: Path, seed: int = 0) -> Path | None:
         dt = arviz_base.from_dict({"pit": {"counts": u[None]}})
         az.plot_ecdf_pit(dt, group="pit", backend="matplotlib")
         fig = plt.gcf()
-        fig.suptitle(f"ArviZ Δ-ECDF of the randomised PIT ({u.size} of {ppc.n_bins} bins)",
-                     fontsize=9)
+        fig.axes[0].set_title(f"ArviZ Δ-ECDF of the randomised PIT ({u.size} of "
+                              f"{ppc.n_bins} bins)", fontsize=9)
         return save_figure(fig, path)
     except Exception as exc:  # noqa: BLE001 - optional figure, never fatal
         logger.info("ArviZ PIT plot skipped: %s: %s", type(exc).__name__, exc)
