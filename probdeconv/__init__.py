@@ -3,6 +3,10 @@
 Importing probdeconv switches JAX to 64-bit floats (``jax_enable_x64``): likelihood sums
 are float64 by default; float32 is an explicit option (``dtype="float32"``).
 
+It also keeps compiled iterations on disk for the next run (JAX's persistent compilation
+cache in ``~/.cache/probdeconv/jax``; ``PROBDECONV_JAX_CACHE=off`` or another directory:
+see :mod:`probdeconv.compile_cache`).
+
 cosipy's prior modules keep their names after the import change: ``probdeconv.prior_base``,
 ``probdeconv.prior_tsv`` and ``probdeconv.prior_entropy`` are registered here as names of
 :mod:`probdeconv.shell.priors` (``from probdeconv.prior_tsv import PriorTSV`` works), so
@@ -18,6 +22,10 @@ guard_startup_interrupt()  # the `probdeconv` command: Ctrl-C while importing ->
 import jax as _jax  # noqa: E402
 
 _jax.config.update("jax_enable_x64", True)
+
+from . import compile_cache as _compile_cache  # noqa: E402
+
+_compile_cache.configure_compilation_cache()  # PROBDECONV_JAX_CACHE=off: no disk cache
 
 from histpy import Axes, Axis, HealpixAxis, Histogram  # noqa: E402  (histpy's own classes)
 

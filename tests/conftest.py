@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import probdeconv  # noqa: F401  (switches JAX to float64)
+# no test depends on compiled programs an earlier run left on disk (set it to opt in)
+os.environ.setdefault("PROBDECONV_JAX_CACHE", "off")
+
+import probdeconv  # noqa: E402, F401  (switches JAX to float64)
 
 TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "cosipy-testdata"
 

@@ -229,14 +229,16 @@ def test_defaults_filled_for_rl():
         "response_weighting": {"activate": False, "index": 0.5},
         "acceleration": {"activate": False, "alpha_max": 1.0, "algorithm": "classic"},
         "smoothing": {"activate": False},
-        "stopping_criteria": {"statistics": "log-likelihood", "threshold": 1.0e-2},
+        "stopping_criteria": {"statistics": "log-likelihood", "threshold": 1.0e-2,
+                              "relative": False},
     }
     assert RUN["deconvolution"]["parameter"] == {"iteration_max": 5}  # input untouched
 
 
 def test_defaults_per_algorithm():
     m = validate_algorithm_parameters("MAP_RL", None)
-    assert m["stopping_criteria"] == {"statistics": "log-posterior", "threshold": 0.01}
+    assert m["stopping_criteria"] == {"statistics": "log-posterior", "threshold": 0.01,
+                                      "relative": False}
     assert m["prior"] == {} and "smoothing" not in m
     s = validate_algorithm_parameters("RLsimple", {})
     assert set(s) == {"iteration_max", "minimum_flux", "background_normalization_optimization",

@@ -261,13 +261,13 @@ _SCHEMAS: dict[str, dict] = {
     "RL": {**_COMMON, **_em_filters("RL"),
            "smoothing": ({"activate": _OFF, "FWHM": ("fwhm", _OMIT)}, {}),
            "stopping_criteria": ({"statistics": (("log-likelihood",), "log-likelihood"),
-                                  "threshold": _THRESHOLD}, {})},
+                                  "threshold": _THRESHOLD, "relative": _OFF}, {})},
     # cosipy 0.4: RLbasic = plain EM (no background fitting), RLadvanced = RL
     "RLbasic": {k: _COMMON[k] for k in ("iteration_max", "minimum_flux", "save_results")},
     "MAP_RL": {**_COMMON, **_em_filters("MAP_RL"), "prior": ("prior", {}),
                "stopping_criteria": ({"statistics": (("log-posterior", "log-likelihood"),
                                                      "log-posterior"),
-                                      "threshold": _THRESHOLD}, {})},
+                                      "threshold": _THRESHOLD, "relative": _OFF}, {})},
     "MAP_gradient": {**_COMMON, "prior": ("prior", {}), "optimizer": (_OPTIMIZER, {})},
 }
 _SCHEMAS["RLadvanced"] = {**_SCHEMAS["RL"], **_em_filters("RL", ("MaxStep",), "MaxStep")}

@@ -11,6 +11,7 @@ from histpy import Histogram
 
 from ..algorithms import map_em
 from ..algorithms.accelerate import resolve_accelerator
+from ..algorithms.stopping import gain_below
 from ..config.priors import MAP_KEYS, prior_options
 from ..errors import ParameterError
 from ..forward.posterior import make_config
@@ -59,7 +60,7 @@ class MAP_RichardsonLucy(EMShell):  # noqa: N801 (cosipy name)
     Parameters (``deconvolution:parameter``): those of ``RLsimple`` plus
     ``response_weighting``, ``acceleration {activate, algorithm: MaxStep|LineSearch|SQUAREM,
     alpha_max}``, ``stopping_criteria {statistics: log-posterior (default) |
-    log-likelihood, threshold}`` and ``prior``::
+    log-likelihood, threshold, relative}`` and ``prior``::
 
         prior:
           TSV: {coefficient: 1.0e+6}
@@ -96,6 +97,7 @@ class MAP_RichardsonLucy(EMShell):  # noqa: N801 (cosipy name)
                 f"{self.stopping_criteria_statistics!r} is not known; valid choices: "
                 f"{list(self.STATISTICS)}.")
         self.stopping_criteria_threshold = float(p.get("stopping_criteria:threshold", 1e-2))
+        self.stopping_criteria_relative = bool(p.get("stopping_criteria:relative", False))
         self._prior_options = read_priors(self, p.get("prior"))
         self.prior_gamma_model_k, self.prior_gamma_model_theta = self._prior_options["gamma"]
         self.prior_gamma_bkg_k, self.prior_gamma_bkg_theta = self._prior_options["bkg_gamma"]
@@ -167,7 +169,8 @@ class MAP_RichardsonLucy(EMShell):  # noqa: N801 (cosipy name)
                            "unstable.", self.iteration_count, self.stopping_criteria_statistics,
                            before - now)
             return False
-        return now - before < self.stopping_criteria_threshold
+        return gain_below(now, before, self.stopping_criteria_threshold,
+                          self.stopping_criteria_relative)
 
     def finalization(self):
         if not self.save_results or not self.results:

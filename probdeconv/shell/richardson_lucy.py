@@ -18,6 +18,7 @@ from histpy import Histogram
 
 from ..algorithms import em
 from ..algorithms.accelerate import REGISTRY, resolve_accelerator
+from ..algorithms.stopping import gain_below
 from ..errors import DataError
 from ..io.results import save_histogram_series, save_scalar_tables
 from .algorithm_base import DeconvolutionAlgorithmBase
@@ -193,8 +194,8 @@ class RichardsonLucy(EMShell):
 
     Adds to ``RLsimple``: ``acceleration {activate, alpha_max}``, ``response_weighting
     {activate, index}``, ``smoothing {activate, FWHM}`` and ``stopping_criteria
-    {statistics: log-likelihood, threshold}``.  One iteration costs one forward and one
-    back projection.
+    {statistics: log-likelihood, threshold, relative}``.  One iteration costs one forward
+    and one back projection.
     """
 
     algorithm_name = "RL"
@@ -220,6 +221,7 @@ class RichardsonLucy(EMShell):
         self.stopping_criteria_statistics = p.get("stopping_criteria:statistics",
                                                   "log-likelihood")
         self.stopping_criteria_threshold = float(p.get("stopping_criteria:threshold", 1e-2))
+        self.stopping_criteria_relative = bool(p.get("stopping_criteria:relative", False))
 
     def _result(self) -> dict:
         r = super()._result()
@@ -245,7 +247,11 @@ class RichardsonLucy(EMShell):
                                    jnp.asarray(mask), jnp.asarray(self.alpha_max)))
 
     def check_stopping_criteria(self) -> bool:
-        """Never at iteration 1; at ``iteration_max``; or when the gain is below threshold."""
+        """Never at iteration 1; at ``iteration_max``; or when the gain is below threshold.
+
+        The gain is that of the log-likelihood in one iteration, divided by its absolute
+        value when ``stopping_criteria:relative`` (:mod:`probdeconv.algorithms.stopping`).
+        """
         if self.iteration_count == 1:
             return self.iteration_max <= 1
         if self.iteration_count >= self.iteration_max:
@@ -256,7 +262,8 @@ class RichardsonLucy(EMShell):
             logger.warning("iteration %d: the log-likelihood decreased by %.4g; the "
                            "reconstruction may be unstable.", self.iteration_count, before - now)
             return False
-        return now - before < self.stopping_criteria_threshold
+        return gain_below(now, before, self.stopping_criteria_threshold,
+                          self.stopping_criteria_relative)
 
 
 class RichardsonLucyBasic(RichardsonLucySimple):

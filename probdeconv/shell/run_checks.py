@@ -61,7 +61,8 @@ def stopping_rule(algo) -> dict | None:
     if hasattr(algo, "stopping_criteria_threshold"):
         return {"statistic": str(getattr(algo, "stopping_criteria_statistics",
                                          "log-likelihood")),
-                "threshold": float(algo.stopping_criteria_threshold), "relative": False}
+                "threshold": float(algo.stopping_criteria_threshold),
+                "relative": bool(getattr(algo, "stopping_criteria_relative", False))}
     if hasattr(algo, "tolerance"):
         return {"statistic": "log-posterior", "threshold": float(algo.tolerance),
                 "relative": True}
