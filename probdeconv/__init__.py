@@ -23,6 +23,10 @@ import jax as _jax  # noqa: E402
 
 _jax.config.update("jax_enable_x64", True)
 
+# numpyro before arviz: arviz_base loads numpyro lazily, and a lazily loaded numpyro loses
+# the attribute numpyro.distributions.distribution that numpyro.factor needs
+import numpyro as _numpyro  # noqa: E402, F401
+
 from . import compile_cache as _compile_cache  # noqa: E402
 
 _compile_cache.configure_compilation_cache()  # PROBDECONV_JAX_CACHE=off: no disk cache
