@@ -19,6 +19,7 @@ import numpy as np
 from .. import forward as fm
 from ..errors import DataError, ParameterError
 from ..forward.point_sources import add_components, point_source_templates
+from ..io.memory import require_memory
 from .point_sources import (
     KEY_SEPARATOR,
     PointSourceSpec,
@@ -68,6 +69,13 @@ def point_source_components(point_sources: Any, forward: fm.Dataset, *,
     if clash:
         raise ParameterError(f"dataset {name!r}: point-source components {clash} exist "
                              "already; add each source once, or rename it.")
+    n_t, n_i = forward.counts.shape
+    size = len(new_keys) * n_t * n_i * np.dtype(forward.counts.dtype).itemsize
+    require_memory(3 * size + forward.backgrounds.nbytes,
+                   f"dataset {name!r}: {len(sources)} point source(s) x {n_e} Ei bin(s) of "
+                   f"templates [t {n_t}, i {n_i}] (dense, held by the data interface and "
+                   "the forward dataset)",
+                   "fit fewer sources or energy bins at once, or bin the data coarser")
     w = source_weights(sources, n_bins=forward.n_time, local_nside=int(local_axis.nside),
                        local_nest=bool(local_axis.is_nested), ccm=ccm,
                        model_nside=getattr(model_axis, "nside", None),
