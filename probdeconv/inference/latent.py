@@ -29,6 +29,8 @@ Why this parameterisation.
   trees of ~30 leapfrog steps at NSIDE 2, set by faint pixels whose log-flux posterior is
   skewed, which no Gaussian whitening removes), so the cheaper diagonal is the default;
   correlations are otherwise left to ``dense_mass=True`` or SVI's low-rank guide.
+  ``precondition="lowrank"`` whitens by the matrix-free low-rank plus diagonal Laplace
+  covariance (:mod:`.lowrank`), for problems too large for the dense one.
 
 The common start of every sampler (MAP, log-space mode, whitening) is
 :func:`probdeconv.inference.start.prepare`.
@@ -72,11 +74,18 @@ logger = logging.getLogger(__name__)
 
 class Latent(NamedTuple):
     """``u = center + scale ⊙ z`` (or ``center + scale @ z`` for a matrix) over (free
-    pixels, free backgrounds); a pytree."""
+    pixels, free backgrounds); a pytree.
+
+    Low-rank whitening (``vectors`` and ``coef`` given, :mod:`.lowrank`):
+    ``u = center + scale ⊙ (z + V (coef ⊙ Vᵀ z))`` with orthonormal ``V`` and
+    ``coef = θ^(-1/2) − 1``, the square root of the low-rank plus diagonal covariance.
+    """
 
     free: jax.Array  # [n_free] flat indices into [lb * Ei]
     center: jax.Array  # [n_params]
     scale: jax.Array  # [n_params] (diagonal) or [n_params, n_params] (dense whitening)
+    vectors: jax.Array | None = None  # [n_params, k] orthonormal (low-rank whitening)
+    coef: jax.Array | None = None  # [k]
 
 
 def bkg_transform(config):
@@ -91,6 +100,8 @@ def to_model(z: jax.Array, latent: Latent, config):
     log-Jacobian is that of ``u ↦ (λ, b)`` (the constant ``Σ log scale`` is left out).
     """
     n = latent.free.shape[0]
+    if latent.vectors is not None:
+        z = z + latent.vectors @ (latent.coef * (latent.vectors.T @ z))
     u = latent.center + (latent.scale @ z if latent.scale.ndim == 2 else latent.scale * z)
     size = int(np.prod(config.model_shape))
     image = jnp.ones(size, dtype=z.dtype).at[latent.free].set(jnp.exp(u[:n]))

@@ -43,6 +43,7 @@ from .latent import (
     theta_of,
     whitening,
 )
+from .lowrank import lowrank_precision
 from .map import MAPOptions, map_run
 from .mode import find_mode
 from .newton import em_start, newton_mode
@@ -52,7 +53,7 @@ __all__ = ["PRECONDITION", "MODE_METHODS", "Start", "flat_start", "mask_unexpose
 
 logger = logging.getLogger(__name__)
 
-PRECONDITION = ("diagonal", "dense", "none")
+PRECONDITION = ("diagonal", "dense", "lowrank", "none")
 MODE_METHODS = ("lbfgs", "newton")
 
 
@@ -222,8 +223,10 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     precondition
         ``"diagonal"`` (default): ``scale = 1/√diag(H_u)``; ``"dense"``: whiten by the full
         log-space Laplace covariance, ``u = û + S z`` with ``S Sᵀ = H_u⁻¹`` (up to
-        ``dense_limit`` parameters; beyond, diagonal); ``"none"``: ``scale = 1``.  (The
-        search for the mode is whitened by the diagonal in every case.)
+        ``dense_limit`` parameters; beyond, diagonal); ``"lowrank"``: whiten by the
+        matrix-free low-rank plus diagonal Laplace covariance (:mod:`.lowrank`: its rank
+        rule, no dense matrix; rank and captured variance in the notes); ``"none"``:
+        ``scale = 1``.  (The search for the mode is whitened by the diagonal in every case.)
     full
         Also keep the full log-space precision ``H_u`` (for the Laplace approximation).
     progress_bar
@@ -278,6 +281,12 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     elif precondition in ("diagonal", "dense"):  # dense beyond dense_limit: diagonal
         _, h = log_space_precision(problem, u, kind=fisher, diagonal=True, data_diagonal=fdiag)
         scale = _scale(h)
+    vectors = coef = None
+    if precondition == "lowrank":
+        lr = lowrank_precision(problem, u, kind=fisher, progress_bar=progress_bar)
+        scale, vectors, coef = lr.scale, lr.vectors, lr.values ** -0.5 - 1.0
+        notes.update(lowrank_rank=lr.rank, lowrank_captured=round(float(lr.captured), 4),
+                     lowrank_converged=lr.converged)
     if precondition == "none":
         scale = np.ones_like(u)
     seconds["precision"] = time.perf_counter() - t0
@@ -285,7 +294,9 @@ def prepare(problem: Problem, *, init: str = "map", init_image: np.ndarray | Non
     notes["mode_method"] = mode_method
     logger.info("start: mode %.1f s, whitening %.1f s", seconds["mode"], seconds["precision"])
     latent = Latent(jnp.asarray(problem.free_index), jnp.asarray(u, problem.dtype),
-                    jnp.asarray(scale, problem.dtype))
+                    jnp.asarray(scale, problem.dtype),
+                    None if vectors is None else jnp.asarray(vectors, problem.dtype),
+                    None if coef is None else jnp.asarray(coef, problem.dtype))
     return Start(image, np.asarray(bkg), latent, precision, mode.log_density, seconds, notes)
 
 
