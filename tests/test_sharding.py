@@ -21,10 +21,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import healpy as hp
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from probdeconv.cli.devices import refuse_unsplit
+from probdeconv.cli.main import main
+from probdeconv.config import Parameters
 from probdeconv.errors import DataError, ParameterError
 from probdeconv.forward import total_log_likelihood
 from probdeconv.forward.dataset import ALMOST_ZERO
@@ -41,7 +45,7 @@ sys.path.insert(0, str(HERE))
 import sharding_worker as worker  # noqa: E402
 
 RTOL = 1e-10
-KEYS = ("exposure", "backproject", "expected", "rl_image", "map_image")
+KEYS = ("exposure", "backproject", "expected", "rl_image")
 
 
 def _env(n_devices: int) -> dict:
@@ -66,30 +70,45 @@ def _close_loglik(one: float, many: float, n_pad: int) -> None:
 @pytest.fixture(scope="module")
 def one_device():
     """The reference: every computation on this process's one device, unsplit."""
-    return {frame: worker.run_all(worker.dataset(frame), maprl=frame == "local")
+    return {frame: worker.run_all(worker.dataset(frame), **worker.FULL[frame])
             for frame in ("local", "galactic")}
 
 
 @pytest.fixture(scope="module")
-def four_devices(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sharding") / "devices.json"
-    subprocess.run([sys.executable, str(HERE / "sharding_worker.py"), "devices", str(out)],
-                   env=_env(4), check=True, timeout=600)
-    return json.loads(out.read_text())
+def sim(tmp_path_factory):
+    """A light spacecraft-frame simulation (NSIDE 2, 10 Phi bins, NSIDE-1 attitude bins)."""
+    out = tmp_path_factory.mktemp("sim")
+    assert main(["--quiet", "simulate", "--nside", "2", "--phi-bins", "10", "--scatt-nside",
+                 "1", "--seed", "2", "--out", str(out), "--overwrite"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def four_devices(tmp_path_factory, sim):
+    tmp = tmp_path_factory.mktemp("sharding")
+    out = tmp / "devices.json"
+    subprocess.run([sys.executable, str(HERE / "sharding_worker.py"), "devices", str(out),
+                    str(sim), str(tmp / "run")], env=_env(4), check=True, timeout=600,
+                   cwd=HERE.parent)
+    result = json.loads(out.read_text())
+    result["run"] = tmp / "run"
+    return result
 
 
 @pytest.mark.parametrize("frame", ["local", "galactic"])
 def test_four_devices_equal_one(one_device, four_devices, frame):
-    """Forward products, RL + SQUAREM, MAP-RL (gamma, TSV, LineSearch; spacecraft frame)
-    and gradient MAP (L-BFGS) split over 4 host devices equal the one-device numbers."""
+    """Forward products and RL + SQUAREM (both frames), MAP-RL (gamma, TSV, LineSearch) and
+    gradient MAP (L-BFGS) (spacecraft frame) split over 4 host devices equal the one-device
+    numbers."""
     one, many = one_device[frame], four_devices[frame]
     assert many["n_devices"] == 4
-    maprl = ("maprl_image",) if frame == "local" else ()
-    for key in (*KEYS, *maprl):
+    full = ("maprl_image", "map_image") if frame == "local" else ()
+    for key in (*KEYS, *full):
         assert _rel(one[key], many[key]) <= RTOL, key
     n_pad = many["n_bins"] - one["n_bins"]
     assert n_pad > 0  # uneven: 5 time bins or 78 data bins over 4 devices
-    for key in ("loglik", "rl_loglik", "map_logpost", *(("maprl_logpost",) if maprl else ())):
+    full = ("maprl_logpost", "map_logpost") if frame == "local" else ()
+    for key in ("loglik", "rl_loglik", *full):
         _close_loglik(one[key], many[key], n_pad)
 
 
@@ -98,6 +117,24 @@ def test_sampler_runs_split(four_devices):
     nuts = four_devices["samplers"]["nuts"]
     assert nuts["finite"] and nuts["shape"] == [1, 8, worker.N_PIX, 1]
     assert nuts["mean"] > 0
+
+
+def test_command_line_devices(four_devices, sim, tmp_path):
+    """`probdeconv run --devices 4` (RL + SQUAREM, spacecraft frame) writes the one-device
+    run's iterations and image."""
+    assert four_devices["cli_rc"] == 0
+    out = tmp_path / "one"
+    assert main([*worker.CLI_ARGS, "--data", str(sim), "--out", str(out)]) == 0
+    one = np.loadtxt(out / "iterations.csv", delimiter=",", skiprows=1, usecols=(1, 4))
+    many = np.loadtxt(four_devices["run"] / "iterations.csv", delimiter=",", skiprows=1,
+                      usecols=(1, 4))
+    assert one.shape == many.shape == (3, 2)
+    np.testing.assert_allclose(many, one, rtol=RTOL, atol=0)
+    image = hp.read_map(out / "image_E0.fits")
+    np.testing.assert_allclose(hp.read_map(four_devices["run"] / "image_E0.fits"), image,
+                               rtol=0, atol=RTOL * np.abs(image).max())
+    log = (four_devices["run"] / "run.log").read_text()
+    assert "split over 4 device(s)" in log and "along time bins" in log
 
 
 def _free_port() -> int:
@@ -109,7 +146,7 @@ def _free_port() -> int:
 def test_two_processes_equal_one(one_device, tmp_path):
     """Two processes (jax.distributed, CPU, 127.0.0.1), each holding only its slice of the
     counts, backgrounds, CCM rows (spacecraft frame) or response columns (galactic), give
-    the one-process numbers."""
+    the one-process numbers (forward products, RL + SQUAREM)."""
     out = tmp_path / "hosts.json"
     port = str(_free_port())
     cmd = [sys.executable, str(HERE / "sharding_worker.py"), "host", port]
@@ -127,7 +164,7 @@ def test_two_processes_equal_one(one_device, tmp_path):
         for key in KEYS:
             assert _rel(one[key], many[frame][key]) <= RTOL, (frame, key)
         n_pad = many[frame]["n_bins"] - one["n_bins"]
-        for key in ("loglik", "rl_loglik", "map_logpost"):
+        for key in ("loglik", "rl_loglik"):
             _close_loglik(one[key], many[frame][key], n_pad)
 
 
@@ -168,3 +205,18 @@ def test_bad_slices_are_refused():
                              ccm=(bad, values), n_model_pixels=worker.N_PIX)
     with pytest.raises(ParameterError, match="devices: asked for 3"):
         data_mesh(3)
+
+
+def test_settings_the_split_does_not_carry_are_refused():
+    """Background time nodes (and point sources added after the split, in `run`) are refused
+    with --devices, naming the key; without a mesh nothing is checked."""
+    nodes = Parameters({"deconvolution": {"parameter": {
+        "background_normalization_optimization": {"activate": True, "nodes": 4}}}})
+    sources = Parameters({"model_definition": {"point_sources": [[0.0, 0.0]]}})
+    mesh = data_mesh(1)
+    with pytest.raises(ParameterError, match="background_normalization_optimization:nodes"):
+        refuse_unsplit(nodes, mesh)
+    with pytest.raises(ParameterError, match="model_definition:point_sources"):
+        refuse_unsplit(sources, mesh)
+    refuse_unsplit(sources, mesh, point_sources=False)  # `sample` adds them before the split
+    refuse_unsplit(nodes, None)

@@ -19,9 +19,10 @@ from pathlib import Path
 import jax
 from jax.sharding import Mesh
 
+from ..errors import ParameterError
 from ..forward import mesh as fmesh
 
-__all__ = ["add_device_flags", "start_devices", "process_out"]
+__all__ = ["add_device_flags", "start_devices", "process_out", "refuse_unsplit"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,3 +68,23 @@ def process_out(out: str | os.PathLike) -> Path:
     ``<out>.process<K>``."""
     k = jax.process_index()
     return Path(out) if k == 0 else Path(f"{out}.process{k}")
+
+
+def _keys(tree, prefix: str = ""):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield f"{prefix}{k}"
+            yield from _keys(v, f"{prefix}{k}:")
+
+
+def refuse_unsplit(params, mesh: Mesh | None, point_sources: bool = True) -> None:
+    """Refuse, before any work, the settings whose arrays the split does not handle yet:
+    background time nodes and (``point_sources``) point sources added after the split."""
+    if mesh is None:
+        return
+    keys = list(_keys(params.to_dict()))
+    bad = [k for k in keys if k.endswith(":nodes")
+           or (point_sources and k.endswith("point_sources"))]
+    if bad:
+        raise ParameterError(f"{bad[0]}: not available with --devices or several hosts yet "
+                             "(the split data space does not carry it); run on one device.")

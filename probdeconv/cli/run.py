@@ -49,7 +49,7 @@ from .common import (
     start_run_log,
     write_text,
 )
-from .devices import process_out, start_devices
+from .devices import process_out, refuse_unsplit, start_devices
 
 __all__ = ["run_command", "write_outputs"]
 
@@ -77,6 +77,7 @@ def _run(args, warned: list[str]) -> str:
     check_output_directory(out, overwrite=args.overwrite, resume=args.resume)
     params = Parameters.open(args.config)
     apply_overrides(params, args.set, args.config, ("model_definition", "deconvolution"))
+    refuse_unsplit(params, mesh)
     data, truth = load_data_directory(args.data, dtype="float32" if args.float32 else "float64",
                                       precision=args.precision)
     fit_model_to_data(params, data, args.set)

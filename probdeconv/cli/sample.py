@@ -44,7 +44,7 @@ from .common import (
     start_run_log,
     write_text,
 )
-from .devices import process_out, start_devices
+from .devices import process_out, refuse_unsplit, start_devices
 
 __all__ = ["sample_command", "posterior_report_command", "SECTIONS"]
 
@@ -66,6 +66,7 @@ def sample_command(args) -> str:
     check_output_directory(out, overwrite=args.overwrite)
     params = Parameters.open(args.config)
     apply_overrides(params, args.set, args.config, SECTIONS)
+    refuse_unsplit(params, mesh, point_sources=False)  # added before the split here
     if "sampling" not in params or "sampling:method" not in params:
         raise ParameterError(f"{args.config}: sampling:method is missing; add a section like "
                              "sampling: {method: nuts, num_samples: 1000} (see models/nuts.yml).")
