@@ -14,6 +14,8 @@ Two layouts share one set of keys:
   which may also use ``gamma:`` as above instead of the two kinds::
 
       image: {kind: flat | gamma | lognormal, k: 1.0, theta: .inf, loc: 0.0, scale: 1.0}
+      image: {kind: field, lmax: 11, offset: {flux: 1.0e-4, scale: 3.0},
+              amplitude: {median: 1.0, scale: 1.0}, slope: {mean: 3.0, scale: 1.5}}
       background: {free: true, kind: uniform | gamma, k: 1.0, theta: .inf,
                    range: {bkg: [0.01, 10.0]}, norm: {bkg: 1.0},
                    nodes: 10, smoothness: 0.05}    # time nodes (shell.bkg_nodes)
@@ -50,6 +52,7 @@ import astropy.units as u
 import jax.numpy as jnp
 
 from ..errors import ParameterError
+from ..forward.field import build_field
 from ..priors import EntropyPrior, TSVPrior
 from .parameters import FLUX_UNIT, join_path, plain_value, show_value
 
@@ -61,9 +64,14 @@ SAMPLER_KEYS = ("image", "background", "TSV", "entropy", "gamma")
 """Keys of the sampler files' ``prior:``."""
 
 _INF_WORDS = ("inf", "+inf", ".inf", "infinity")
-_KINDS = {"image": ("flat", "gamma", "lognormal"), "background": ("uniform", "gamma")}
+_KINDS = {"image": ("flat", "gamma", "lognormal", "field"), "background": ("uniform", "gamma")}
+_FIELD_KEYS = {"offset": ("flux", "scale"), "amplitude": ("median", "scale"),
+               "slope": ("mean", "scale")}
+_FIELD_DEFAULTS = {"offset": {"flux": 1.0e-4, "scale": 3.0},
+                   "amplitude": {"median": 1.0, "scale": 1.0},
+                   "slope": {"mean": 3.0, "scale": 1.5}}
 _IMAGE_KEYS = {"flat": ("kind",), "gamma": ("kind", "k", "theta"),
-               "lognormal": ("kind", "loc", "scale")}
+               "lognormal": ("kind", "loc", "scale"), "field": ("kind", "lmax", *_FIELD_KEYS)}
 _BKG_KEYS = ("free", "kind", "k", "theta", "range", "norm", "nodes", "smoothness")
 
 
@@ -192,8 +200,10 @@ def _read(prior: Any, path: str, keys: Sequence[str]) -> tuple[dict, dict]:
 
 
 def _image(node: Any, path: str, spec: dict) -> dict:
-    node = _mapping(node or {}, path, ("kind", "k", "theta", "loc", "scale"),
-                    "a mapping {kind, k, theta, loc, scale}")
+    node = _mapping(node or {}, path, ("kind", "k", "theta", "loc", "scale", "lmax",
+                                       *_FIELD_KEYS),
+                    "a mapping {kind, k, theta, loc, scale} or {kind: field, lmax, offset, "
+                    "amplitude, slope}")
     kind = node.get("kind", "flat")
     if kind not in _KINDS["image"]:
         raise _bad(join_path(path, "kind"), kind, "one of " + ", ".join(_KINDS["image"]))
@@ -210,6 +220,35 @@ def _image(node: Any, path: str, spec: dict) -> dict:
                           strict=True)
         out.update({k: v[0] for k, v in (("loc", loc), ("scale", scale)) if k in node})
         spec["lognormal"] = (loc[1], scale[1])
+    elif kind == "field":
+        out.update(_field(node, path, spec))
+    return out
+
+
+def _field(node: Mapping, path: str, spec: dict) -> dict:
+    """The ``image: {kind: field, ...}`` options (module docstring), checked."""
+    out, values = {}, {}
+    if "lmax" in node:
+        lmax = node["lmax"]
+        if isinstance(lmax, bool) or not isinstance(lmax, numbers.Integral) or lmax < 1:
+            raise _bad(join_path(path, "lmax"), lmax, "an integer >= 1 (default 3 NSIDE - 1)")
+        out["lmax"] = values["lmax"] = int(lmax)
+    for part, keys in _FIELD_KEYS.items():
+        sub = join_path(path, part)
+        given = _mapping(node.get(part) or {}, sub, keys, f"a mapping {{{', '.join(keys)}}}")
+        out[part] = {}
+        for key in keys:
+            where = join_path(sub, key)
+            raw = given.get(key, _FIELD_DEFAULTS[part][key])
+            if part == "offset" and key == "flux":
+                node_out, value = _quantity(raw, where, target=FLUX_UNIT, low=0.0, strict=True)
+            else:
+                strict = key != "mean"
+                node_out, value = _quantity(raw, where, low=0.0 if strict else -math.inf,
+                                            strict=strict)
+            out[part][key] = node_out
+            values[f"{part}_{key}"] = value
+    spec["field"] = values
     return out
 
 
@@ -284,9 +323,22 @@ def check_prior_section(prior: Any, path: str = "prior", *,
     return _read(prior, path, keys)[0]
 
 
+def _build_field(values: dict, nside: int | None, nest: bool, n_energy: int | None,
+                 path: str):
+    if nside is None or n_energy is None:
+        raise ParameterError(f"{path}:image: kind field needs a HEALPix image (nside) and its "
+                             "number of energy bins; the model axes have none.")
+    return build_field(int(nside), int(n_energy), lmax=values.get("lmax"), nest=bool(nest),
+                       offset_loc=math.log(values["offset_flux"]),
+                       offset_scale=values["offset_scale"],
+                       amplitude=values["amplitude_median"],
+                       amplitude_scale=values["amplitude_scale"],
+                       slope=values["slope_mean"], slope_scale=values["slope_scale"])
+
+
 def prior_options(prior: Any, *, bkg_names: Sequence[str], nside: int | None,
                   nest: bool = False, model_unit_to_flux: float = 1.0, path: str = "prior",
-                  keys: Sequence[str] = SAMPLER_KEYS) -> dict:
+                  keys: Sequence[str] = SAMPLER_KEYS, n_energy: int | None = None) -> dict:
     """:func:`~probdeconv.forward.posterior.make_config` options of a ``prior:`` section.
 
     Parameters
@@ -298,6 +350,8 @@ def prior_options(prior: Any, *, bkg_names: Sequence[str], nside: int | None,
         ``norm`` given by name).
     nside, nest
         The image's HEALPix grid (TSV needs its neighbours).
+    n_energy
+        Energy bins of the image (``kind: field`` needs them).
     model_unit_to_flux
         Factor from the model's unit to ``cm-2 s-1 sr-1`` (an entropy reference without a
         unit is in the model's unit).
@@ -320,6 +374,8 @@ def prior_options(prior: Any, *, bkg_names: Sequence[str], nside: int | None,
         opts["gamma"] = spec.get("gamma", (1.0, math.inf))
     elif spec["image_prior"] == "lognormal":
         opts["lognormal"] = spec["lognormal"]
+    elif spec["image_prior"] == "field":
+        opts["field"] = _build_field(spec["field"], nside, nest, n_energy, path)
     if "bkg_prior" in spec:
         opts["bkg_prior"] = spec["bkg_prior"]
         if spec["bkg_prior"] == "gamma":

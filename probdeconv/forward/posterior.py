@@ -47,6 +47,7 @@ import numpy as np
 from ..errors import DataError, ParameterError
 from ..priors import GammaPrior, LogNormalPrior
 from .dataset import Dataset
+from .field import FieldPrior
 from .model import observed_log_likelihood
 from .nodes import NodeWalkPrior
 
@@ -67,7 +68,7 @@ __all__ = [
     "log_posterior",
 ]
 
-IMAGE_PRIORS = ("flat", "gamma", "lognormal")
+IMAGE_PRIORS = ("flat", "gamma", "lognormal", "field")
 BKG_PRIORS = ("uniform", "gamma")
 RESERVED_NAMES = ("image", "bkg_norm", "gamma_model", "lognormal_model", "gamma_bkg",
                   "smooth_bkg")
@@ -98,6 +99,7 @@ class SkyModelConfig:
     bkg_range: jax.Array  # [K, 2] support of the free normalisations
     bkg_gamma: GammaPrior  # used when bkg_prior == "gamma"
     bkg_walk: NodeWalkPrior | None = None  # smoothness between time nodes (forward.nodes)
+    field: FieldPrior | None = None  # used when image_prior == "field" (.field)
     image_prior: str = _static("flat")
     gamma_proper: bool = _static(False)  # gamma with finite θ: a proper density
     bkg_free: bool = _static(False)
@@ -171,6 +173,7 @@ def make_config(
     bkg_prior: str = "uniform",
     bkg_gamma: GammaPrior | tuple[float, float] = (1.0, math.inf),
     bkg_walk: NodeWalkPrior | None = None,
+    field: FieldPrior | None = None,
     dtype: str | np.dtype = "float64",
 ) -> SkyModelConfig:
     """Check the choices and build a :class:`SkyModelConfig`.
@@ -185,7 +188,10 @@ def make_config(
         ``[lb, Ei]`` bool, True = free pixel (default: all free).
     image_prior
         ``"flat"``, ``"gamma"`` (uses ``gamma = (k, θ)``, ``θ`` may be ``inf``) or
-        ``"lognormal"`` (uses ``lognormal = (loc, scale)``, scalars or ``[lb, Ei]``).
+        ``"lognormal"`` (uses ``lognormal = (loc, scale)``, scalars or ``[lb, Ei]``) or
+        ``"field"`` (uses ``field``, a :class:`~.field.FieldPrior` from
+        :func:`~.field.build_field`: a log-normal field with learnt power spectrum; the
+        samplers and gradient MAP of :mod:`probdeconv.inference` only, not MAP-EM).
     priors
         Further priors ``{name: prior}`` with ``log_prob(image)``, e.g.
         ``{"TSV": TSVPrior.build(nside, c)}``; each becomes a ``numpyro.factor`` site.
@@ -234,6 +240,8 @@ def make_config(
     if not (np.all(np.isfinite(scale)) and np.all(scale > 0) and np.all(np.isfinite(loc))):
         raise ParameterError("lognormal: loc must be finite and scale finite and > 0 for every "
                              "pixel.")
+    if image_prior == "field":
+        _check_field(field, shape, priors)
     n_bkg = int(n_bkg)
     bkg_free = bool(bkg_free) and n_bkg > 0
     b, rng, bounded = _bkg_arrays(n_bkg, bkg_norm, bkg_range, bkg_free)
@@ -246,12 +254,25 @@ def make_config(
         bkg_range=jnp.asarray(rng, dtype=dtype),
         bkg_gamma=_gamma(bkg_gamma, "gamma prior on the background"),
         bkg_walk=_walk(bkg_walk, n_bkg, dtype),
+        field=field if image_prior == "field" else None,
         image_prior=image_prior,
         gamma_proper=image_prior == "gamma" and math.isfinite(g.theta),
         bkg_free=bkg_free,
         bkg_prior=bkg_prior,
         bkg_bounded=bounded,
     )
+
+
+def _check_field(field: Any, shape: tuple[int, int], priors: Any) -> None:
+    if not isinstance(field, FieldPrior):
+        raise ParameterError("image_prior 'field' needs field=build_field(nside, n_energy, ...) "
+                             f"(a FieldPrior); got {type(field).__name__}.")
+    if (field.n_pix, field.n_energy) != shape:
+        raise DataError(f"field prior: built for {field.n_pix} pixels x {field.n_energy} "
+                        f"energy bins; the image has {shape}.")
+    if priors:
+        raise ParameterError(f"image_prior 'field' with further priors {sorted(priors)}: the "
+                             "field is the smoothness prior; remove TSV / entropy.")
 
 
 def _walk(walk: NodeWalkPrior | None, n_bkg: int, dtype) -> NodeWalkPrior | None:

@@ -9,7 +9,9 @@ listed in :func:`sky_model`:
   ``config.image_prior`` — ``flat`` (improper uniform on the positive reals), ``gamma``
   (shape ``k``, scale ``θ``; ``θ = ∞`` gives the improper gamma of MAP-RL, written as an
   improper uniform site plus a ``numpyro.factor``), ``lognormal`` (``loc``, ``scale`` per
-  pixel);
+  pixel); with ``field`` (:mod:`probdeconv.forward.field`) ``"image"`` is deterministic,
+  ``field_image(field_x)``, and the sample site is ``"field_x"``, the standardised field
+  coordinates with an ``N(0, I)`` prior (amplitude, slope and offsets included);
 - further priors as factors, one site per prior named as in ``config.priors``
   (``numpyro.factor("TSV", prior.log_prob(image))``, :mod:`probdeconv.priors`);
 - ``"bkg_norm"`` (``[K]``, only when the background normalisations are free): uniform on
@@ -55,6 +57,7 @@ from jax.scipy.special import gammaln
 from numpyro.distributions import constraints
 
 from .. import forward as fm
+from ..forward.field import field_image
 from ..forward.posterior import SkyModelConfig, check_backgrounds, log_prior_terms
 
 __all__ = ["sky_model", "bkg_support"]
@@ -63,7 +66,7 @@ logger = logging.getLogger(__name__)
 
 _IN_SITES = {  # (image_prior, gamma_proper): log-prior terms held by the "image" site itself
     ("flat", False): (), ("gamma", False): (), ("gamma", True): ("gamma_model",),
-    ("lognormal", False): ("lognormal_model",)}
+    ("lognormal", False): ("lognormal_model",), ("field", False): ()}
 
 
 def bkg_support(config: SkyModelConfig) -> constraints.Constraint:
@@ -115,7 +118,12 @@ def sky_model(datasets: Sequence[fm.Dataset], config: SkyModelConfig) -> None:
     prior and an unbounded uniform background prior add no constant.
     """
     check_backgrounds(datasets, config)
-    raw = numpyro.sample("image", _image_distribution(config))
+    if config.image_prior == "field":  # standardised field coordinates, N(0, I) a priori
+        zeros = jnp.zeros(config.field.size, dtype=config.bkg_range.dtype)
+        x = numpyro.sample("field_x", dist.Normal(zeros, 1.0).to_event(1))
+        raw = numpyro.deterministic("image", field_image(x, config.field))
+    else:
+        raw = numpyro.sample("image", _image_distribution(config))
     image = jnp.where(config.mask, raw, 0.0)
     if config.bkg_free:
         lo, hi = config.bkg_range[:, 0], config.bkg_range[:, 1]

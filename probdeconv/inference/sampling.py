@@ -8,7 +8,12 @@ method         what                                         module
 ``svi``        AutoNormal / low-rank Gaussian guide (SVI)    :func:`.svi.run_svi`
 ``laplace``    Gaussian at the mode, Fisher precision       :func:`.laplace.run_laplace`
 ``bootstrap``  RL on resampled counts                        :func:`.bootstrap.run_bootstrap`
+``mgvi``       metric Gaussian VI (Fisher metric, CG)       :func:`.mgvi.run_mgvi`
 =============  ==========================================  ==============================
+
+With ``image_prior: field`` (:mod:`probdeconv.forward.field`) ``nuts``, ``svi``,
+``laplace`` and ``mgvi`` run in the field's standardised coordinates
+(:mod:`.field_runs`, :func:`.mgvi.run_mgvi`); ``hmc`` and ``bootstrap`` are refused.
 
 ``probdeconv.sample`` (:func:`probdeconv.results.sampling.sample`) calls it and returns a
 :class:`~probdeconv.results.posterior.Posterior`.
@@ -35,8 +40,10 @@ from ..errors import ParameterError
 from ..forward.problem import Problem
 from .bootstrap import run_bootstrap
 from .draws import Draws
+from .field_runs import run_field_laplace, run_field_nuts, run_field_svi
 from .laplace import run_laplace
 from .mcmc import run_mcmc
+from .mgvi import run_mgvi
 from .start import mask_unexposed, prepare
 from .svi import run_svi
 
@@ -44,24 +51,31 @@ __all__ = ["SAMPLING_METHODS", "sampler_options", "sample_draws"]
 
 logger = logging.getLogger(__name__)
 
-SAMPLING_METHODS = ("nuts", "hmc", "svi", "laplace", "bootstrap")
+SAMPLING_METHODS = ("nuts", "hmc", "svi", "laplace", "bootstrap", "mgvi")
 _RUNNERS = {"nuts": run_mcmc, "hmc": run_mcmc, "svi": run_svi, "laplace": run_laplace,
-            "bootstrap": run_bootstrap}
+            "bootstrap": run_bootstrap, "mgvi": run_mgvi}
+_FIELD_RUNNERS = {"nuts": run_field_nuts, "svi": run_field_svi, "laplace": run_field_laplace,
+                  "mgvi": run_mgvi}
 
 
-def sampler_options(method: str) -> set[str]:
-    """The options ``method`` accepts (its runner's and, but for the bootstrap, the start's).
+def sampler_options(method: str, field: bool = False) -> set[str]:
+    """The options ``method`` accepts (its runner's and, but for the bootstrap and the
+    field prior's runners, the start's).
 
     Raises
     ------
     ParameterError
-        Unknown method.
+        Unknown method (or one the field prior does not offer, ``field=True``).
     """
-    if method not in _RUNNERS:
-        raise ParameterError(f"method: got {method!r}; valid choices: "
-                             f"{', '.join(SAMPLING_METHODS)}.")
-    valid = set(inspect.signature(_RUNNERS[method]).parameters) - {"problem", "prepare_options",
-                                                                    "method"}
+    runners = _FIELD_RUNNERS if field else _RUNNERS
+    if method not in runners:
+        raise ParameterError(f"method: got {method!r}; valid choices"
+                             f"{' with image kind field' if field else ''}: "
+                             f"{', '.join(runners)}.")
+    skip = {"problem", "prepare_options", "method"} | ({"start"} if field else set())
+    valid = set(inspect.signature(runners[method]).parameters) - skip
+    if field:
+        return valid
     if method != "bootstrap":
         valid |= set(inspect.signature(prepare).parameters) - {"problem", "full"}
         if method == "laplace":
@@ -78,7 +92,7 @@ def sample_draws(problem: Problem, method: str = "nuts", *, also_valid: Sequence
     problem
         A :class:`~probdeconv.forward.problem.Problem`.
     method
-        One of ``nuts``, ``hmc``, ``svi``, ``laplace``, ``bootstrap``.
+        One of ``nuts``, ``hmc``, ``svi``, ``laplace``, ``bootstrap``, ``mgvi``.
     also_valid
         Option names the caller handled itself (listed in the message about unknown ones).
     **options
@@ -98,11 +112,12 @@ def sample_draws(problem: Problem, method: str = "nuts", *, also_valid: Sequence
         raise ParameterError(f"sample: problem is a {type(problem).__name__}; build one with "
                              "probdeconv.problem_from_dataif([data], ...) or "
                              "Problem.from_datasets(...).")
-    valid = sampler_options(method)
-    if method in ("nuts", "hmc"):
+    field = problem.config.image_prior == "field"
+    valid = sampler_options(method, field)
+    if method in ("nuts", "hmc") and not field:
         options["method"] = method
         valid.add("method")
-    elif "num_samples" in options:
+    elif "num_samples" in options and "num_samples" not in valid:
         options["num_draws"] = options.pop("num_samples")
     unknown = sorted(set(options) - valid)
     if unknown:
@@ -110,4 +125,4 @@ def sample_draws(problem: Problem, method: str = "nuts", *, also_valid: Sequence
                              f"{', '.join(sorted((valid - {'method'}) | set(also_valid)))}.")
     logger.info("sampling with %s: %s", method,
                 {k: v for k, v in options.items() if k != "start"})
-    return _RUNNERS[method](mask_unexposed(problem), **options)
+    return (_FIELD_RUNNERS if field else _RUNNERS)[method](mask_unexposed(problem), **options)

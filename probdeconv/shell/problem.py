@@ -149,5 +149,5 @@ def problem_from_parameters(data: Sequence[Any], prior: Mapping | None, *, mask:
     grid = image_grid(data[0].model_axes)
     bkgs = [k for k in _background_keys(data) if k not in source_component_keys(data)]
     opts = prior_options(prior, bkg_names=bkgs, nside=grid.nside,
-                         nest=grid.nest)
+                         nest=grid.nest, n_energy=len(grid.energy_edges) - 1)
     return problem_from_dataif(data, mask=mask, **source_options(data, opts, bkgs))
