@@ -118,6 +118,12 @@ def test_laplace_importance_weights_are_exact_for_a_gamma_posterior():
         lp = post.store.read("stats.log_p")[0]
         if marginals == "gamma":  # flux-space log-posterior, up to a constant
             assert np.ptp(lp - (80 * np.log(x) - 4 * x)) < 1e-8
+    # SVI: log p of the whitened log-flux z (log-posterior + Jacobian: 81 u − 4 e^u)
+    post = probdeconv.sample(p, "svi", num_steps=300, num_samples=200, seed=0,
+                             progress_bar=False)
+    x = post.store.read("image")[0, :, 0, 0]
+    lp, lq = post.store.read("stats.log_p")[0], post.store.read("stats.log_q")[0]
+    assert np.ptp(lp - (81 * np.log(x) - 4 * x)) < 1e-8 and np.all(np.isfinite(lq))
 
 
 def test_loo_prefers_the_true_model_by_far(models, tmp_path):
@@ -137,6 +143,9 @@ def test_loo_prefers_the_true_model_by_far(models, tmp_path):
     assert again.ks_pvalue == pytest.approx(post_sky.predictive_checks().ks_pvalue)
     with pytest.raises(ParameterError, match="two or more"):
         compare([a])
+    bootstrap = Posterior(post_sky.problem, post_sky.store, method="bootstrap")
+    with pytest.raises(ParameterError, match="bootstrap draws"):
+        compare({"sky": post_sky, "bootstrap": bootstrap})
 
 
 def test_cli_compare_writes_its_outputs_and_refuses_a_non_posterior(models, tmp_path, capsys):
