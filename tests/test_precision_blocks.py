@@ -172,6 +172,8 @@ def test_triangular_refuses_nonzero_dropped_blocks_and_bad_blocks():
     r2[:, 1:, 2] = 3.0
     tri = fm.TriangularResponse.from_dense(r2, start=(0, 0, 1))
     np.testing.assert_array_equal(tri.to_dense(), r2)
+    with pytest.raises(DataError, match="needs a dense response"):
+        tri.reshape(-1, 4)
 
 
 # --------------------------------------------------------------------------- shell and CLI

@@ -72,6 +72,12 @@ class TriangularResponse:
         """Bytes held by the blocks (the dense form holds ``dense_response_bytes``)."""
         return int(sum(b.size * b.dtype.itemsize for b in self.blocks))
 
+    def reshape(self, *shape):
+        """Refused: code that reshapes the response needs its dense form."""
+        raise DataError(f"TriangularResponse {self.full_shape}: this computation needs a "
+                        "dense response (it reshapes it); build the dataset from "
+                        "TriangularResponse.to_dense() for it, if that fits in memory.")
+
     def astype(self, dtype) -> TriangularResponse:
         return dataclasses.replace(self, blocks=tuple(jnp.asarray(b, dtype) for b in self.blocks))
 
