@@ -15,13 +15,14 @@ from numpyro.infer.util import log_density
 from probdeconv import AllSkyImageModel, MAP_RichardsonLucy, RichardsonLucy
 from probdeconv import forward as fm
 from probdeconv.algorithms import em, map_em
+from probdeconv.cli.main import main
 from probdeconv.config import validate_algorithm_parameters
 from probdeconv.errors import ParameterError
 from probdeconv.forward.nodes import node_of_time, walk_prior, with_time_nodes
 from probdeconv.forward.posterior import log_posterior, make_config
 from probdeconv.inference.model import sky_model
 from probdeconv.shell.problem import problem_from_parameters
-from probdeconv.simulate import chunk_edges, simulate, survey_bins
+from probdeconv.simulate import chunk_edges, load_simulation, simulate, survey_bins
 
 N_T = 4
 
@@ -207,3 +208,15 @@ def test_drifting_simulation_keeps_a_flat_template(drifting):
     flat = simulate(sky="points", nside=1, seed=3, phi_bins=4, n_samples=600, scatt_nside=1,
                     time_chunks=3, background_rate=3.0)
     np.testing.assert_array_equal(np.asarray(sim.background), np.asarray(flat.background))
+
+
+def test_simulate_command_takes_a_drift(tmp_path, capsys):
+    out = tmp_path / "sim"
+    assert main(["--quiet", "simulate", "--nside", "1", "--phi-bins", "4", "--scatt-nside", "1",
+                 "--bkg-drift", "0.2", "--bkg-drift-shape", "linear", "--time-chunks", "2",
+                 "--out", str(out)]) == 0
+    cfg = load_simulation(out).config
+    assert (cfg.bkg_drift, cfg.bkg_drift_shape, cfg.time_chunks) == (0.2, "linear", 2)
+    assert main(["--quiet", "simulate", "--nside", "1", "--bkg-drift", "1.5", "--out",
+                 str(tmp_path / "bad")]) != 0
+    assert "bkg_drift 1.5" in capsys.readouterr().err
