@@ -93,9 +93,10 @@ def test_newton_cg_start_reaches_the_lbfgs_mode(small, fast_start):
 
 def test_sample_with_lowrank_curvature_records_the_rank(small):
     post = probdeconv.sample(small, method="laplace", curvature="lowrank", rank=4,
-                             num_samples=200, init="em", mode_method="newton")
+                             num_samples=200)
     s = post.settings
     assert s["curvature"] == "lowrank" and 4 <= s["rank"] <= small.n_params
+    assert s["start_mode_method"] == "newton" and "start_em_steps" in s  # the fast start
     assert 0 < s["captured_variance"] <= 1 and "rank_history" in s
     assert np.all(np.asarray(post.std) >= 0)
     with pytest.raises(ParameterError, match="log space only"):

@@ -178,8 +178,9 @@ def run_laplace(problem: Problem, *, space: str = "log", marginals: str = "gamma
         Progress bars for the start (MAP, mode) and the draws.
     curvature
         ``"dense"`` (the ``n × n`` precision), ``"lowrank"`` (matrix-free low rank plus
-        diagonal, :mod:`.lowrank`; log space only) or ``"auto"`` (dense up to
-        :data:`LOWRANK_ABOVE` parameters).
+        diagonal, :mod:`.lowrank`; log space only; its start defaults to ``init="em"``,
+        ``mode_method="newton"``) or ``"auto"`` (dense up to :data:`LOWRANK_ABOVE`
+        parameters).
     rank, max_rank, rank_tolerance
         The low-rank rule: first rank, limit, and the relative change of the informative
         pixels' σ (95th percentile) below which the doubling stops.
@@ -208,6 +209,9 @@ def run_laplace(problem: Problem, *, space: str = "log", marginals: str = "gamma
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     if start is None:
+        if lowrank:  # the fast start (SQUAREM EM, Newton-CG) unless asked otherwise
+            prepare_options.setdefault("init", "em")
+            prepare_options.setdefault("mode_method", "newton")
         start = prepare(problem, full=(space == "log" and not lowrank), precondition="none",
                         fisher=fisher,
                         batch_size=batch_size, progress_bar=progress_bar, **prepare_options)
