@@ -228,7 +228,7 @@ def _image(node: Any, path: str, spec: dict) -> dict:
 def _field(node: Mapping, path: str, spec: dict) -> dict:
     """The ``image: {kind: field, ...}`` options (module docstring), checked."""
     out, values = {}, {}
-    if "lmax" in node:
+    if node.get("lmax") is not None:  # null: 3 NSIDE - 1
         lmax = node["lmax"]
         if isinstance(lmax, bool) or not isinstance(lmax, numbers.Integral) or lmax < 1:
             raise _bad(join_path(path, "lmax"), lmax, "an integer >= 1 (default 3 NSIDE - 1)")

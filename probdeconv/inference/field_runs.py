@@ -232,8 +232,8 @@ def run_field_laplace(problem: Problem, *, num_draws: int = 1000, seed: int = 0,
     store_coords(store, xs[None], problem, coords)
     timings["total"] = time.perf_counter() - t0
     return Draws(store, "laplace", _settings("laplace", fmap, num_draws=int(num_draws),
-                                             seed=int(seed), curvature="Fisher metric + "
-                                             "prior, dense"),
+                                             seed=int(seed), curvature="dense",
+                                             n_params=int(n), fisher="expected (metric)"),
                  timings, True, fmap.image, fmap.bkg)
 
 

@@ -35,7 +35,10 @@ CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
 def calibration_key(method: str, settings: dict) -> str:
     """The calibration record of a run: ``laplace_dense`` / ``laplace_lowrank`` for the
-    Laplace approximation (by its curvature), otherwise the method name."""
+    Laplace approximation (by its curvature), ``field_<method>`` under the field prior,
+    otherwise the method name."""
+    if settings.get("image_prior") == "field":
+        return f"field_{method}"
     if method == "laplace":
         return f"laplace_{settings.get('curvature', 'dense')}"
     return method
@@ -95,6 +98,11 @@ def assumption_lines(method: str, settings: dict) -> list[str]:
                 "it as credible intervals."]
     else:
         body = [f"- Method `{method}`: no stated assumptions."]
+    if s.get("image_prior") == "field":  # the field prior's own coordinates and model
+        body = [f"- **Field prior** (standardised coordinates, not whitened log flux): "
+                f"{s.get('assumptions', '?')}; MAP amplitude {s.get('map_amplitude', '?')}, "
+                f"slope {s.get('map_slope', '?')}; posterior amplitude, slope and offsets "
+                "are in the draws (field.*)."] + body
     return head + body + [""]
 
 
