@@ -9,6 +9,8 @@ NSIDE 1), then fits
 - ``rl+ps``: the same with ``model_definition:point_sources`` at the true position (the
   spacecraft-frame response interpolated from the CCM rows, what a YAML run does);
 - ``rl+ps exact``: the same with the source direction rotated per ScAtt attitude;
+- ``map_rl TSV``: ``models/map_rl_tsv.yml`` with the TSV coefficient ``--tsv``, without
+  and with the source (exact);
 - ``laplace TSV``: Laplace posterior with a TSV prior (coefficient ``--tsv``, background
   free), with the point source (exact) and without; the point source's flux and the
   image flux near it with their standard deviations; with ``--flat`` also the flat image
@@ -56,12 +58,15 @@ def _fluxes(image: np.ndarray, nside: int, disc: np.ndarray) -> tuple[float, flo
     return float(image[disc].sum() * area), float(image.sum() * area)
 
 
-def _run_rl(data, nside: int) -> tuple[np.ndarray, dict, int, float]:
+def _run_rl(data, nside: int, model: str = "rl", tsv: float = 0.0
+            ) -> tuple[np.ndarray, dict, int, float]:
     start = time.perf_counter()
     deconv = ImageDeconvolution()
     deconv.set_dataset([data])
-    deconv.read_parameterfile(ROOT / "models" / "rl.yml")
+    deconv.read_parameterfile(ROOT / "models" / f"{model}.yml")
     deconv.override_parameter(f"model_definition:property:nside = {nside}")
+    if tsv > 0:
+        deconv.override_parameter(f"deconvolution:parameter:prior:TSV:coefficient = {tsv!r}")
     deconv.initialize()
     res = deconv.run_deconvolution(progress=False)
     return (_values(res[-1]["model"]), dict(res[-1]["background_normalization"]), len(res),
@@ -118,8 +123,11 @@ def main() -> None:
     fits = {"rl": base, "rl+ps": base.with_point_sources(position),
             "rl+ps exact": base.with_point_sources(position,
                                                    attitudes=scatt_attitudes(sim.scatt))}
-    for name, data in fits.items():
-        image, norms, n_iter, sec = _run_rl(data, args.nside)
+    runs = [(name, data, "rl", 0.0) for name, data in fits.items()]
+    runs += [("map_rl TSV", base, "map_rl_tsv", args.tsv),
+             ("map_rl TSV+ps exact", fits["rl+ps exact"], "map_rl_tsv", args.tsv)]
+    for name, data, model, tsv in runs:
+        image, norms, n_iter, sec = _run_rl(data, args.nside, model, tsv)
         near, total = _fluxes(image[:, 0], args.nside, disc)
         rows[name] = {"near": near, "total": total, "ps": norms.get("bright@E0"),
                       "bkg": norms["bkg"], "iterations": n_iter, "seconds": sec}

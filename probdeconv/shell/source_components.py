@@ -49,9 +49,10 @@ def point_source_components(point_sources: Any, forward: fm.Dataset, *,
     """Templates, keys and defaults of point sources for one dataset.
 
     The initial flux of a source's energy bin is its catalogue value, else the flux that
-    makes a tenth of the counts shared by all sources; its default range is ``[0, 10 F]``
-    with ``F`` the flux that alone would give every count (a flat prior on that range in
-    the samplers).
+    makes a hundredth of the counts shared by all sources (EM raises a flux the data ask
+    for quickly, and lowers a too high one slowly); its default range is ``[0, 10 F]`` with
+    ``F`` the flux that alone would give every count (a flat prior on that range in the
+    samplers).
 
     Raises
     ------
@@ -97,7 +98,7 @@ def point_source_components(point_sources: Any, forward: fm.Dataset, *,
         if given is not None and len(given) not in (1, n_e):
             raise ParameterError(f"point source {sources[s].name!r}: {len(given)} initial "
                                  f"fluxes for {n_e} Ei bins; give one per bin or one for all.")
-        start = 0.1 * full / len(new_keys) if given is None else given[min(e, len(given) - 1)]
+        start = 0.01 * full / len(new_keys) if given is None else given[min(e, len(given) - 1)]
         defaults[key] = (float(start), [0.0, max(10.0 * full, 10.0 * float(start))])
     return SourceComponents(sources, tuple(new_keys), np.asarray(flat),
                             add_components(forward, flat, len(keys)), defaults)
