@@ -38,7 +38,9 @@ def test_each_method_names_its_assumptions():
     boot = "\n".join(assumption_lines("bootstrap", {"algorithm": "RL", "iterations": 50}))
     assert "spread of RL stopped after 50 iterations" in boot and "not a posterior" in \
         boot.lower()
-    assert "2 (antithetic) samples" in "\n".join(assumption_lines("mgvi", {"num_samples": 2}))
+    mgvi = "\n".join(assumption_lines("mgvi", {"n_samples": 8, "rounds": 3,
+                                              "assumptions": "Gaussian in x"}))
+    assert "8 (antithetic) samples per round, 3 rounds" in mgvi and "Gaussian in x" in mgvi
     assert "convergence" in "\n".join(assumption_lines("nuts", {}))
 
 

@@ -86,10 +86,11 @@ def assumption_lines(method: str, settings: dict) -> list[str]:
                 f"{s.get('num_steps', '?')} SVI steps: Gaussian in log flux; such fits "
                 "usually under-estimate the spread."]
     elif method == "mgvi":
-        body = [f"- **MGVI**: Gaussian in the standardised coordinates around the expansion "
-                f"point, metric from the Fisher information, "
-                f"{s.get('num_samples', s.get('n_samples', '?'))} (antithetic) samples per "
-                "iteration; the spread is as good as the samples are many."]
+        n = s.get("n_samples", s.get("num_samples", "?"))
+        body = [f"- **MGVI** ({n} (antithetic) samples per round, {s.get('rounds', '?')} "
+                "rounds): " + str(s.get("assumptions", "Gaussian in the standardised "
+                                        "coordinates around the expansion point, metric "
+                                        "from the Fisher information")) + "."]
     elif method == "bootstrap":
         body = [f"- **Not a posterior:** spread of {s.get('algorithm', 'RL')} stopped after "
                 f"{s.get('iterations', '?')} iterations over resampled counts. The early "
