@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from probdeconv import AllSkyImageModel, MAP_RichardsonLucy, RichardsonLucy
+from probdeconv import AllSkyImageModel, RichardsonLucy
 from probdeconv.algorithms import em
 from probdeconv.config import validate_algorithm_parameters
 from probdeconv.errors import ParameterError
@@ -93,23 +93,3 @@ def test_fwhm_table_from_yaml_validates():
     assert out["smoothing"]["FWHM"]["energy"]["value"] == [200.0, 500.0, 2000.0]
     assert out["smoothing"]["FWHM"]["value"] == [4.0, 2.5, 1.2]
 
-
-def _map_first_step(data, model, fwhm):
-    par = {"iteration_max": 2, "prior": {}, "smoothing": {"activate": True, "FWHM": fwhm}}
-    algo = MAP_RichardsonLucy(model, [data], None, par)
-    algo.initialization()
-    algo.iteration()
-    return np.asarray(algo.model)
-
-
-def test_map_rl_smooths_its_step_with_one_width_per_energy(two_energies):
-    data, model = two_energies
-    both = _map_first_step(data, model, {"value": [20.0, 5.0], "unit": "deg"})
-    wide = _map_first_step(data, model, {"value": 20.0, "unit": "deg"})
-    narrow = _map_first_step(data, model, {"value": 5.0, "unit": "deg"})
-    np.testing.assert_array_equal(both[:, 0], wide[:, 0])
-    np.testing.assert_array_equal(both[:, 1], narrow[:, 1])
-    plain = MAP_RichardsonLucy(model, [data], None, {"iteration_max": 2, "prior": {}})
-    plain.initialization()
-    plain.iteration()
-    assert not np.allclose(np.asarray(plain.model)[:, 0], wide[:, 0])  # smoothing acts

@@ -5,9 +5,7 @@ One iteration (spec §2):
 1. ``λ_EM = max((λ ⊙ Aᵀ(d/E) + k − 1) / (S + 1/θ), minimum_flux)`` (gamma prior in closed form);
 2. prior filter ``F = exp(Σ_p ∇log P_p(λ_EM) / (S + 1/θ))`` (gradients by ``jax.grad``);
    ``λ_new = F ⊙ λ_EM``;
-3. with smoothing, the step ``λ_new − λ_prev`` smoothed by a Gaussian beam (one FWHM per
-   energy bin, :func:`~.em.smooth`); with response weighting
-   ``λ ← λ_prev + w ⊙ (λ_new − λ_prev)``; mask; clip;
+3. with response weighting ``λ ← λ_prev + w ⊙ (λ_new − λ_prev)``; mask; clip;
 4. ``b_k ← clip((b_k Σ B_k (d/E) + k_b − 1) / (Σ B_k + 1/θ_b), range_k)``; with a
    smoothness prior between background time nodes the same surrogate plus the prior is
    maximised by a few Newton steps in ``log b`` (:func:`_walk_m_step`);
@@ -50,7 +48,6 @@ from .em import (
     logliks,
     ratios_and_backprojection,
     sky_counts,
-    smooth,
 )
 
 __all__ = ["MAPOptions", "MAPParams", "MAPInfo", "init", "step", "log_priors",
@@ -67,8 +64,6 @@ class MAPOptions(NamedTuple):
 
     weighting: bool = False
     acceleration: str = "none"  # "none" or one MAP_RL runs (accelerate.REGISTRY)
-    smoothing: bool = False  # smooth the step λ_new − λ (width per energy: EMParams)
-    nest: bool = False  # HEALPix scheme of the image, for smoothing
 
 
 class MAPParams(NamedTuple):
@@ -122,8 +117,6 @@ def _map_update(state: EMState, datasets, params: MAPParams, options: MAPOptions
     prior_filter = jnp.where(free, jnp.exp(jnp.clip(grad / denom, -MAX_LOG_FILTER,
                                                     MAX_LOG_FILTER)), 1.0)
     model = prior_filter * model_em
-    if options.smoothing:  # the step, as RL smooths its update (one width per energy bin)
-        model = state.model + smooth(model - state.model, em_p.smoothing_fwhm, options.nest)
     if options.weighting:
         model = state.model + em_p.weight * (model - state.model)
     model = jnp.where(em_p.mask, model, 0.0)

@@ -265,7 +265,6 @@ _SCHEMAS: dict[str, dict] = {
     # cosipy 0.4: RLbasic = plain EM (no background fitting), RLadvanced = RL
     "RLbasic": {k: _COMMON[k] for k in ("iteration_max", "minimum_flux", "save_results")},
     "MAP_RL": {**_COMMON, **_em_filters("MAP_RL"), "prior": ("prior", {}),
-               "smoothing": ({"activate": _OFF, "FWHM": ("fwhm", _OMIT)}, {}),
                "stopping_criteria": ({"statistics": (("log-posterior", "log-likelihood"),
                                                      "log-posterior"),
                                       "threshold": _THRESHOLD, "relative": _OFF}, {})},

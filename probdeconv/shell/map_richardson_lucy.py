@@ -17,7 +17,6 @@ from ..errors import ParameterError
 from ..forward.posterior import make_config
 from ..io.results import save_histogram_series, save_scalar_tables
 from .richardson_lucy import EMShell
-from .smoothing import fwhm_per_energy
 
 __all__ = ["MAP_RichardsonLucy"]
 
@@ -61,9 +60,7 @@ class MAP_RichardsonLucy(EMShell):  # noqa: N801 (cosipy name)
     Parameters (``deconvolution:parameter``): those of ``RLsimple`` plus
     ``response_weighting``, ``acceleration {activate, algorithm: MaxStep|LineSearch|SQUAREM,
     alpha_max}``, ``stopping_criteria {statistics: log-posterior (default) |
-    log-likelihood, threshold, relative}``, ``smoothing {activate, FWHM}`` (probdeconv's: the
-    step smoothed as RL smooths its update; one width, one per energy bin or a table) and
-    ``prior``::
+    log-likelihood, threshold, relative}`` and ``prior``::
 
         prior:
           TSV: {coefficient: 1.0e+6}
@@ -101,11 +98,6 @@ class MAP_RichardsonLucy(EMShell):  # noqa: N801 (cosipy name)
                 f"{list(self.STATISTICS)}.")
         self.stopping_criteria_threshold = float(p.get("stopping_criteria:threshold", 1e-2))
         self.stopping_criteria_relative = bool(p.get("stopping_criteria:relative", False))
-        self.do_smoothing = bool(p.get("smoothing:activate", False))  # probdeconv's addition
-        if self.do_smoothing:  # one width, one per energy bin, or a table against energy
-            self.smoothing_fwhm = fwhm_per_energy(
-                p["smoothing:FWHM"], self.initial_model.axes[1],
-                "deconvolution:parameter:smoothing:FWHM")
         self._prior_options = read_priors(self, p.get("prior"))
         self.prior_gamma_model_k, self.prior_gamma_model_theta = self._prior_options["gamma"]
         self.prior_gamma_bkg_k, self.prior_gamma_bkg_theta = self._prior_options["bkg_gamma"]
@@ -113,10 +105,7 @@ class MAP_RichardsonLucy(EMShell):  # noqa: N801 (cosipy name)
 
     def _options(self):
         return map_em.MAPOptions(weighting=self.do_response_weighting,
-                                 acceleration=self.acceleration_algorithm,
-                                 smoothing=self.do_smoothing,
-                                 nest=bool(getattr(self.initial_model.axes[0], "is_nested",
-                                                   False)))
+                                 acceleration=self.acceleration_algorithm)
 
     def _build_step(self, options):
         return map_em.build_step(options)
