@@ -36,7 +36,14 @@ COLUMNS = ("rank", "elpd", "se", "elpd_diff", "dse", "p", "weight", "diag_elpd")
 
 
 def _shown(table):
-    return table[[c for c in COLUMNS if c in table.columns]]
+    """The table's main columns, numbers rounded for reading (the CSV keeps them all)."""
+    t = table[[c for c in COLUMNS if c in table.columns]].copy()
+    for c in ("elpd", "se", "elpd_diff", "dse", "p"):
+        if c in t.columns:
+            t[c] = t[c].astype(float).round(1)
+    if "weight" in t.columns:
+        t["weight"] = t["weight"].astype(float).round(3)
+    return t
 
 
 def verdict_line(comparison) -> str:
@@ -47,10 +54,13 @@ def verdict_line(comparison) -> str:
         return f"Only one model: {names[0]}."
     diff, dse = -float(t["elpd_diff"].iloc[1]), float(t["dse"].iloc[1])
     z = diff / dse if dse > 0 else float("inf")
-    strength = ("clearly" if z > 4 else "probably" if z > 2 else "not distinguishably")
+    strength = ("clearly" if z > 4 and diff > 4 else "probably" if z > 2 and diff > 4
+                else "not distinguishably")
+    caveat = (" These estimates are NOT reliable: see the Pareto k warnings."
+              if comparison.warnings() else "")
     return (f"The data prefer **{names[0]}** over {names[1]} {strength}: elpd_loo higher by "
             f"{diff:.1f} ± {dse:.1f} ({z:.1f} standard errors; a difference below 4, or "
-            "below 2 standard errors, is no real preference).")
+            f"below 2 standard errors, is no real preference).{caveat}")
 
 
 def comparison_text(comparison) -> str:

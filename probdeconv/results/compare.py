@@ -255,7 +255,8 @@ def compare(posteriors: Mapping[str, Any] | Sequence[Any], *, method: str = "sta
                             "the same points (the same grouping of the log-likelihood).")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        table = az.compare({k: m.elpd for k, m in models.items()}, method=method)
+        table = az.compare({k: m.elpd for k, m in models.items()}, method=method,
+                           round_to="none")
     logger.info("compare: %s", ", ".join(f"{k} elpd_loo {m.elpd.elpd:.1f}"
                                          for k, m in models.items()))
     return Comparison(table, {k: models[k] for k in table.index})
