@@ -173,6 +173,9 @@ def main(argv=None) -> int:
     p.add_argument("--rank", type=int, default=8, help="first rank of laplace_lowrank")
     p.add_argument("--record", action="store_true",
                    help=f"merge the per-method coverage into {RECORD}")
+    p.add_argument("--record-skip", default="",
+                   help="comma-separated methods not to record (e.g. nuts run short, only as "
+                        "the σ reference, keeping a longer NUTS calibration on record)")
     args = p.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     bad = sorted(set(args.methods) - set(METHODS))
@@ -204,8 +207,11 @@ def _record(out: dict, args) -> None:
         current = json.loads(RECORD.read_text())
     except (OSError, ValueError):
         current = {"methods": {}}
+    skip = set(args.record_skip.split(","))
     for method, summ in out["methods"].items():
-        key = "nuts" if method == "nuts" else method
+        if method in skip:
+            continue
+        key = method
         current["methods"][key] = {**summ, "nside": args.nside, "k": args.k,
                                    "counts_per_pixel": args.counts,
                                    "recorded": time.strftime("%Y-%m-%d")}

@@ -69,6 +69,8 @@ def test_rank_rule_stops(small, fast_start, caplog):
     loose = lowrank_precision(small, u, rank=2, block=2, tolerance=10.0)
     assert loose.rank == 4 and loose.converged  # rank 2, then 4: change < 10 (any change)
     assert [k for k, _, _ in loose.history] == [2, 4]
+    wide = lowrank_precision(small, u, rank=2, block=8, tolerance=10.0)  # block > rank
+    assert [k for k, _, _ in wide.history] == [8, 16]  # each check on a doubled subspace
     with caplog.at_level(logging.WARNING, logger="probdeconv"):
         capped = lowrank_precision(small, u, rank=2, block=2, tolerance=1e-14, max_rank=8)
     assert capped.rank == 8 and not capped.converged

@@ -17,8 +17,8 @@ subspace, the diagonal elsewhere.  The covariance is never formed either:
 and a draw is ``u = û + S (ε + V ((Θ^{-1/2} − 1) ⊙ Vᵀ ε))``, ``ε ~ N(0, I)``.  At full rank
 (``k = n``) this is the dense Laplace approximation to rounding.
 
-Rank rule (:func:`lowrank_precision`).  The rank starts at ``rank`` (default 32) and
-doubles (the Krylov subspace is extended, no product is repeated) until the marginal σ of
+Rank rule (:func:`lowrank_precision`).  The rank starts at ``rank`` (default 32; at least
+one block) and doubles (the Krylov subspace is extended, no product is repeated) until the marginal σ of
 the informative pixels changes by less than ``tolerance`` (1 %) relative at the
 ``quantile``-th (95th) percentile from the previous rank, or the rank reaches ``max_rank``
 or ``n`` (exact).  Informative pixels: the data alone would give their log-flux a
@@ -224,7 +224,7 @@ def lowrank_precision(problem: Problem, u: np.ndarray, *, kind: str = "observed"
             converged = change < tolerance or k >= n
             if converged or k >= max_rank:
                 break
-            previous, target = sd, min(2 * target, max_rank)
+            previous, target = sd, min(2 * k, max_rank)  # doubles from the rank reached
         take = min(width, target - k, n - k)
         q = _next_block(qs, w - qs @ (qs.T @ w), rng, float(np.abs(w).max()))[:, :take]
     bar.close()
