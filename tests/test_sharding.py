@@ -135,6 +135,7 @@ def test_command_line_devices(four_devices, sim, tmp_path):
                                rtol=0, atol=RTOL * np.abs(image).max())
     log = (four_devices["run"] / "run.log").read_text()
     assert "split over 4 device(s)" in log and "along time bins" in log
+    assert "3 padded" in log  # 33 ScAtt bins in blocks of 9: the outputs drop the padding
 
 
 def _free_port() -> int:
