@@ -122,7 +122,7 @@ class BackgroundNodes:
             smooth[k] = float(s)
         maps = []
         count: dict[str, int] = {}
-        for d in data:
+        for d in data if spec else ():  # (no nodes asked: the data are not looked at)
             n_time, edges = _time_edges(d)
             per = {}
             for k in d.keys_bkg_models():
@@ -137,6 +137,7 @@ class BackgroundNodes:
                                          f"dataset {count[k]}; give node edges in time so that "
                                          "every dataset has the same nodes.")
             maps.append(per)
+        maps = maps or [{} for _ in data]
         groups = {k: node_names(k, count.get(k, 1)) for k in keys}
         names = tuple(n for k in keys for n in groups[k])
         nodes_used = {k: c for k, c in count.items() if c > 1}
