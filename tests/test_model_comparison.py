@@ -169,3 +169,16 @@ def test_cli_compare_writes_its_outputs_and_refuses_a_non_posterior(models, tmp_
         loo(post_bkg.save(tmp_path / "no_ll", log_likelihood=False))
     with pytest.raises(DataError, match="without its problem"):
         loo(Posterior.load(a))
+
+
+def test_loo_of_a_linear_laplace_drops_the_draws_outside_the_support():
+    """Gaussian draws in flux can be negative: their weight is 0 (log p = −inf) and PSIS-LOO
+    uses the others instead of returning NaN."""
+    ds = make_dataset(np.array([[[1.0, 0.0, 2.0, 0.0, 1.0, 0.0]]]), np.ones((1, 1, 1, 1, 6)),
+                      pixel_area=1.0)
+    p = Problem.from_datasets([ds], image_prior="gamma", gamma=(2.0, 5.0))
+    post = probdeconv.sample(p, "laplace", space="linear", num_samples=400, seed=0)
+    negative = int(np.sum(post.store.read("image") < 0))
+    assert negative > 0 and np.sum(np.isinf(post.store.read("stats.log_p"))) == negative
+    m = loo(post)
+    assert np.isfinite(m.elpd.elpd) and m.n_draws == 400 - negative

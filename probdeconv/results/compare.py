@@ -190,6 +190,14 @@ def loo(source: Any, name: str = "posterior") -> ModelLoo:
                 raise DataError(f"{name}: the importance weights log p − log q are not finite "
                                 "(no draw inside the posterior's support); the approximation "
                                 "cannot be corrected: use space='log' or NUTS.")
+            inside = np.flatnonzero(np.all(np.isfinite(log_p.values), axis=0))
+            if inside.size < log_p.sizes["draw"]:  # weight 0 outside the support: drop them
+                logger.warning("%s: %d of %d draws lie outside the posterior's support "
+                               "(weight 0); PSIS-LOO uses the other %d.", name,
+                               log_p.sizes["draw"] - inside.size, log_p.sizes["draw"],
+                               inside.size)
+                arr, log_p, log_q = (x.isel(draw=inside) for x in (arr, log_p, log_q))
+                tree = xr.DataTree.from_dict({"log_likelihood": xr.Dataset({VAR_NAME: arr})})
             elpd = az.loo_approximate_posterior(tree, log_p=log_p, log_q=log_q,
                                                 pointwise=True, var_name=VAR_NAME)
             approx_k = float((log_p - log_q).azstats.psislw(r_eff=1.0,
