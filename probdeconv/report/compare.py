@@ -79,7 +79,7 @@ def comparison_markdown(comparison, figure: str | None = "compare.png") -> str:
     rows = [header, "|" + " --- |" * (len(t.columns) + 1)]
     for name, r in t.iterrows():
         rows.append(f"| {name} | " + " | ".join(
-            f"{v:.4g}" if isinstance(v, float | np.floating) else str(v) for v in r) + " |")
+            f"{v:.10g}" if isinstance(v, float | np.floating) else str(v) for v in r) + " |")
     lines = ["# Model comparison (PSIS-LOO)", "", verdict_line(comparison), ""]
     lines += [f"- {w}" for w in comparison.warnings()] + ([""] if comparison.warnings() else [])
     lines += rows + ["", "## Pareto k and draws per model", ""]
