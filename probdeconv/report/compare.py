@@ -98,6 +98,9 @@ def plot_comparison(comparison, path: str | Path) -> Path:
     try:
         pc = az.plot_compare(comparison.table, backend="matplotlib")
         fig = pc.viz["figure"].item() if "figure" in pc.viz else plt.gcf()
+        fig.set_size_inches(8.0, 1.6 + 0.5 * len(comparison.table))
+        fig.tight_layout()  # ArviZ's title inside the figure
+        return save_figure(fig, path)
     except Exception as exc:  # noqa: BLE001 - fall back to a plain figure
         logger.info("ArviZ comparison plot failed (%s: %s); drawing it directly",
                     type(exc).__name__, exc)
