@@ -13,7 +13,7 @@
 
 Examples
 --------
->>> assumption_lines("bootstrap", {"iterations": 50, "algorithm": "RL"})[2][:60]
+>>> assumption_lines("bootstrap", {"iterations": 50, "algorithm": "RL"})[2][:63]
 '- **Not a posterior:** spread of RL stopped after 50 iterations'
 """
 
