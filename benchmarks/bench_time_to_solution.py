@@ -143,7 +143,10 @@ def run_case(cmd: list[str], env: dict) -> dict:
            "others_cores": max(0.0, (b1 - b0 - own) / (t1 - t0)), "rc": proc.returncode}
     lines = [x for x in proc.stdout.splitlines() if x.startswith(TAG)]
     if proc.returncode != 0:
-        res["error"] = (proc.stderr or proc.stdout)[-3000:]
+        res["error"] = (proc.stderr or proc.stdout)[-3000:] or (
+            f"killed by signal {-proc.returncode}" + (" (out of memory?)"
+                                                      if proc.returncode == -9 else "")
+            if proc.returncode < 0 else f"exit status {proc.returncode}")
     if lines:
         r = json.loads(lines[-1][len(TAG):])
         res["marks"] = [(n, t - t0) for n, t in r["marks"]]
@@ -221,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="directory of the NSIDE-8 files (written when absent)")
     ap.add_argument("--cosipy-python", default=None, help="interpreter with cosipy 0.4.3")
     ap.add_argument("--target", type=float, default=None,
-                    help="log-likelihood to reach when cosipy is not run")
+                    help="log-likelihood to reach when cosipy is not run (or fails); "
+                         "-4991433.431 on the files bench_rl_spacecraft.py writes")
     ap.add_argument("--accelerator", default="LineSearch",
                     choices=["MaxStep", "LineSearch", "SQUAREM"])
     ap.add_argument("--alpha-max", type=float, default=100.0)
