@@ -39,7 +39,9 @@ MODELS = sorted((ROOT / "models").glob("*.yml"))
 LIGHT = {"nuts": ["sampling:num_warmup=100", "sampling:num_samples=100", "sampling:chains=1"],
          "svi": ["sampling:num_steps=300", "sampling:num_samples=100"],
          "laplace": ["sampling:num_samples=100"],
-         "bootstrap_rl": ["sampling:num_samples=8"]}
+         "bootstrap_rl": ["sampling:num_samples=8"],
+         "field_svi": ["sampling:num_steps=300", "sampling:num_samples=100"],
+         "mgvi": ["sampling:rounds=3", "sampling:num_samples=100"]}
 
 
 def _sampler(path: Path) -> bool:
