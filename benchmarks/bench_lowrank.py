@@ -8,6 +8,9 @@ Cases (``--case``):
 - ``laplace``: fast start, the low-rank Laplace (rank rule: doubling from 32 until the
   95th percentile of the relative change of the informative pixels' σ is < 1 %) and 1000
   draws, timed as a whole (``probdeconv.sample``);
+- ``costs``: the unit costs (wall and process CPU seconds, after compilation) of one
+  log-posterior gradient, one SQUAREM EM step and one Hessian-vector product in blocks of
+  16, for extrapolating the phases on a machine too loaded to run them whole;
 - ``dense``: at the fast start's mode, the low-rank σ (timed, with its rank history) and
   the dense Laplace σ (timed), and the distribution of their ratio over the informative
   pixels.
@@ -81,6 +84,43 @@ def case_laplace(problem) -> dict:
     return out
 
 
+def _timed(fn, repeat: int = 3) -> dict:
+    fn()  # compile
+    w0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(repeat):
+        fn()
+    return {"wall": round((time.perf_counter() - w0) / repeat, 3),
+            "cpu": round((time.process_time() - c0) / repeat, 3)}
+
+
+def case_costs(problem) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from probdeconv.algorithms import em
+    from probdeconv.inference.curvature import log_precision_products
+    from probdeconv.inference.latent import log_posterior_gradient, start_vector, theta_of
+    from probdeconv.inference.start import flat_start
+
+    cfg = problem.config
+    image = flat_start(problem)
+    u = start_vector(problem, image, np.asarray(cfg.bkg_fixed) if not cfg.bkg_free
+                     else np.ones(cfg.n_bkg))
+    theta = theta_of(problem, u)
+    vs = np.random.default_rng(0).standard_normal((16, problem.n_params))
+    opts = em.EMOptions(optimize_bkg=bool(cfg.bkg_free), acceleration="SQUAREM")
+    params = em.make_params(problem.datasets, opts, mask=problem.mask,
+                            bkg_range=np.asarray(cfg.bkg_range), n_bkg=cfg.n_bkg)
+    state = em.init(jnp.asarray(image), cfg.bkg_fixed, problem.datasets, params)
+    step = em.build_step(opts)
+    out = {"gradient": _timed(lambda: log_posterior_gradient(problem, theta)),
+           "squarem_step": _timed(lambda: jax.block_until_ready(
+               step(state, problem.datasets, params)[0].model)),
+           "hvp_block_16": _timed(lambda: log_precision_products(problem, u, vs))}
+    print("costs", out, flush=True)
+    return out
+
+
 def case_dense(problem) -> dict:
     import scipy.linalg as sla
 
@@ -119,7 +159,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", help="probdeconv simulate directory")
     p.add_argument("--dc2", action="store_true", help="the DC2-shape NSIDE-8 problem")
-    p.add_argument("--case", action="append", choices=("start", "laplace", "dense"),
+    p.add_argument("--case", action="append", choices=("start", "laplace", "dense", "costs"),
                    required=True)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
@@ -138,6 +178,8 @@ def main(argv=None) -> int:
         result["laplace"] = case_laplace(problem)
     if "dense" in args.case:
         result["dense"] = case_dense(problem)
+    if "costs" in args.case:
+        result["costs"] = case_costs(problem)
     text = json.dumps(result, indent=1, default=str)
     print(text)
     if args.json:

@@ -18,8 +18,8 @@ and a draw is ``u = û + S (ε + V ((Θ^{-1/2} − 1) ⊙ Vᵀ ε))``, ``ε ~ N(
 (``k = n``) this is the dense Laplace approximation to rounding.
 
 Rank rule (:func:`lowrank_precision`).  The rank starts at ``rank`` (default 32; at least
-one block) and doubles (the Krylov subspace is extended, no product is repeated) until the marginal σ of
-the informative pixels changes by less than ``tolerance`` (1 %) relative at the
+one block) and doubles (the Krylov subspace is extended, no product is repeated) until the
+marginal σ of the informative pixels changes by less than ``tolerance`` (1 %) relative at the
 ``quantile``-th (95th) percentile from the previous rank, or the rank reaches ``max_rank``
 or ``n`` (exact).  Informative pixels: the data alone would give their log-flux a
 standard deviation of at most 0.5 (``λ_j² F_jj ≥ 4``); all parameters when there are none.
