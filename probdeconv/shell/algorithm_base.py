@@ -165,22 +165,22 @@ class DeconvolutionAlgorithmBase(ABC):
     @abstractmethod
     def initialization(self):
         """Set-up before the first iteration."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define initialization")
 
     @abstractmethod
     def pre_processing(self):
         """Work at the start of each iteration."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define pre_processing")
 
     @abstractmethod
     def Estep(self):  # noqa: N802 (cosipy name)
         """Expectation step."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define Estep")
 
     @abstractmethod
     def Mstep(self):  # noqa: N802 (cosipy name)
         """Maximisation step (the update)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define Mstep")
 
     def processing_core(self):
         """The core of one iteration (cosipy 0.4's hook): :meth:`Estep` then :meth:`Mstep`.
@@ -193,22 +193,22 @@ class DeconvolutionAlgorithmBase(ABC):
     @abstractmethod
     def post_processing(self):
         """Work after the update (filters, the new model)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define post_processing")
 
     @abstractmethod
     def register_result(self):
         """Record this iteration's results in ``self.results``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define register_result")
 
     @abstractmethod
     def check_stopping_criteria(self) -> bool:
         """True when the iterations should stop."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define check_stopping_criteria")
 
     @abstractmethod
     def finalization(self):
         """Work after the last iteration (saving results)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define finalization")
 
     def iteration(self) -> bool:
         """Run one iteration through the hooks; True when the run should stop."""

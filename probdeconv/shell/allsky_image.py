@@ -56,12 +56,13 @@ class ModelBase(Histogram, ABC):
     @abstractmethod
     def instantiate_from_parameters(cls, parameter) -> ModelBase:
         """Build an empty model from the ``model_definition:property`` parameters."""
-        raise NotImplementedError  # as cosipy's base: a subclass defines it
+        raise NotImplementedError(f"{cls.__name__} must define instantiate_from_parameters")
 
     @abstractmethod
     def set_values_from_parameters(self, parameter) -> None:
         """Fill the model from the ``model_definition:initialization`` parameters."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define "
+                                  "set_values_from_parameters")
 
     def mask_pixels(self, mask, fill_value=0):
         """A copy with the pixels where ``mask`` is False set to ``fill_value``.

@@ -151,22 +151,22 @@ class ImageDeconvolutionDataInterfaceBase(ABC):
     @abstractmethod
     def calc_expectation(self, model, dict_bkg_norm=None, almost_zero=1e-12) -> Histogram:
         """Expected counts ``[data axes]`` of ``model`` plus the scaled backgrounds."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define calc_expectation")
 
     @abstractmethod
     def calc_T_product(self, dataspace_histogram) -> Histogram:
         """Response-transpose product ``Aᵀ h`` (a model-space histogram)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define calc_T_product")
 
     @abstractmethod
     def calc_bkg_model_product(self, key, dataspace_histogram) -> float:
         """``Σ bkg_key · h`` over the data space."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define calc_bkg_model_product")
 
     @abstractmethod
     def calc_log_likelihood(self, expectation) -> float:
         """Poisson log-likelihood of the event histogram given ``expectation``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define calc_log_likelihood")
 
     def calc_loglikelihood(self, expectation) -> float:
         """Alias of :meth:`calc_log_likelihood` (older cosipy spelling)."""
@@ -174,11 +174,11 @@ class ImageDeconvolutionDataInterfaceBase(ABC):
 
     def calc_source_expectation(self, model) -> Histogram:
         """Expected counts of ``model`` alone (cosipy 0.4); a subclass defines it."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define calc_source_expectation")
 
     def calc_bkg_expectation(self, dict_bkg_norm) -> Histogram:
         """Expected counts of the scaled backgrounds alone (cosipy 0.4); a subclass defines it."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define calc_bkg_expectation")
 
 
 class DataIF_COSI_DC2(ImageDeconvolutionDataInterfaceBase):  # noqa: N801 (cosipy name)

@@ -110,12 +110,12 @@ class PriorBase(ABC):
     @abstractmethod
     def log_prior(self, model) -> float:
         """Log-prior of ``model`` (a number)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define log_prior")
 
     @abstractmethod
     def grad_log_prior(self, model):
         """Gradient of the log-prior: the model's shape, unit inverse to the model's."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define grad_log_prior")
 
 
 class _JaxPrior(PriorBase):

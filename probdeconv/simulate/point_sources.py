@@ -111,14 +111,15 @@ def point_source_from_text(text: str) -> dict[str, Any]:
     {'l': 10.0, 'b': 5.0, 'flux': 0.001, 'name': 'bright'}
     """
     parts = [p.strip() for p in str(text).split(",")]
+    bad = ParameterError(f"--point-source {text!r}: expected l,b,flux[,name] (deg, deg, "
+                         "ph cm-2 s-1), e.g. 10,5,1e-3 or 10,5,1e-3,bright.")
+    if len(parts) not in (3, 4):
+        raise bad
     try:
-        if len(parts) not in (3, 4):
-            raise ValueError
         out: dict[str, Any] = {"l": float(parts[0]), "b": float(parts[1]),
                                "flux": float(parts[2])}
     except ValueError as err:
-        raise ParameterError(f"--point-source {text!r}: expected l,b,flux[,name] (deg, deg, "
-                             "ph cm-2 s-1), e.g. 10,5,1e-3 or 10,5,1e-3,bright.") from err
+        raise bad from err
     if len(parts) == 4:
         out["name"] = parts[3]
     return out

@@ -83,7 +83,7 @@ class _Component:
 
     def shape(self, nside: int) -> np.ndarray:
         """Fraction of the flux in each HEALPix pixel (ring scheme, sums to 1)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define shape")
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **dataclasses.asdict(self)}
