@@ -40,43 +40,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import forward as fm
 from ..errors import ParameterError
-from ..forward.posterior import log_prior_terms
 from ..forward.problem import Problem
-from .fisher import KINDS, theta_to_model
+from .fisher import KINDS, flux_hvp
 from .latent import chain_terms
 
-__all__ = ["flux_hvp", "log_hvp", "fisher_products", "log_precision_products"]
-
-
-def _expectations(theta, free, datasets, config) -> tuple:
-    image, bkg = theta_to_model(theta, free, config)
-    return tuple(fm.expected_counts(ds, image, bkg) for ds in datasets)  # per ds [t, i]
-
-
-def _log_prior(theta, free, config) -> jax.Array:
-    image, bkg = theta_to_model(theta, free, config)  # masked pixels 0, as the posterior's
-    terms = log_prior_terms(image, bkg, config)
-    return sum(terms.values(), jnp.zeros((), theta.dtype))
-
-
-def flux_hvp(theta, free, datasets, config, kind: str):
-    """``v ↦ (F + H_p) v`` at ``θ`` (for use inside compiled code; linearised once)."""
-    expect, f_jvp = jax.linearize(lambda th: _expectations(th, free, datasets, config), theta)
-    f_t = jax.linear_transpose(f_jvp, theta)
-    if kind == "expected":
-        weights = tuple(1.0 / e for e in expect)
-    else:
-        weights = tuple(ds.counts / (e * e) for ds, e in zip(datasets, expect))
-    grad_prior = jax.grad(lambda th: _log_prior(th, free, config))
-
-    def product(v):
-        de = f_jvp(v)  # [n] -> per ds [t, i]: J v
-        fisher = f_t(tuple(w * d for w, d in zip(weights, de)))[0]  # Jᵀ (w ⊙ J v) -> [n]
-        return fisher - jax.jvp(grad_prior, (theta,), (v,))[1]  # − ∇² log p · v
-
-    return product
+__all__ = ["log_hvp", "fisher_products", "log_precision_products"]
 
 
 def log_hvp(u, free, datasets, config, kind: str):

@@ -50,7 +50,7 @@ from ..forward.posterior import log_posterior_terms, log_prior_terms
 from ..forward.problem import Problem
 from .fisher_diag import PairPlan, data_diagonal
 
-__all__ = ["KINDS", "theta_to_model", "precision_matrix", "data_diagonal_theta",
+__all__ = ["KINDS", "theta_to_model", "flux_hvp", "precision_matrix", "data_diagonal_theta",
            "prior_diagonal", "log_posterior_theta", "cholesky_precision"]
 
 logger = logging.getLogger(__name__)
@@ -85,12 +85,11 @@ def _expectations(theta, free, datasets, config) -> tuple:
     return tuple(fm.expected_counts(ds, image, bkg) for ds in datasets)  # per ds [t, i]
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "batch", "diagonal"))
-def _columns(theta, start, free, datasets, config, kind: str, batch: int, diagonal: bool):
-    """Columns ``start … start+batch`` of ``F + H_prior`` (or their diagonal entries)."""
-    n = theta.shape[0]
-    idx = start + jnp.arange(batch)
-    basis = jax.nn.one_hot(idx, n, dtype=theta.dtype)  # [batch, n]; rows past n are zero
+def flux_hvp(theta, free, datasets, config, kind: str):
+    """``v ↦ (F + H_p) v`` at ``θ``: one forward and one back projection per vector
+    (``F v = Jᵀ (w ⊙ J v)``) plus the prior's Hessian-vector product; the expectation is
+    linearised once.  For use inside compiled code (the columns here, and
+    :mod:`.curvature`'s matrix-free products)."""
     expect, f_jvp = jax.linearize(lambda th: _expectations(th, free, datasets, config), theta)
     f_t = jax.linear_transpose(f_jvp, theta)
     if kind == "expected":
@@ -99,12 +98,21 @@ def _columns(theta, start, free, datasets, config, kind: str, batch: int, diagon
         weights = tuple(ds.counts / (e * e) for ds, e in zip(datasets, expect))
     grad_prior = jax.grad(lambda th: _log_prior_theta(th, free, config))
 
-    def column(v):
+    def product(v):
         de = f_jvp(v)  # [n] -> per ds [t, i]: J v
         fisher = f_t(tuple(w * d for w, d in zip(weights, de)))[0]  # Jᵀ (w ⊙ J v) -> [n]
-        hvp = jax.jvp(grad_prior, (theta,), (v,))[1]  # ∇² log p · v
-        return fisher - hvp
+        return fisher - jax.jvp(grad_prior, (theta,), (v,))[1]  # − ∇² log p · v
 
+    return product
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "batch", "diagonal"))
+def _columns(theta, start, free, datasets, config, kind: str, batch: int, diagonal: bool):
+    """Columns ``start … start+batch`` of ``F + H_prior`` (or their diagonal entries)."""
+    n = theta.shape[0]
+    idx = start + jnp.arange(batch)
+    basis = jax.nn.one_hot(idx, n, dtype=theta.dtype)  # [batch, n]; rows past n are zero
+    column = flux_hvp(theta, free, datasets, config, kind)
     cols = jax.vmap(column)(basis)  # [batch, n]
     if diagonal:
         return jnp.take_along_axis(cols, jnp.minimum(idx, n - 1)[:, None], axis=1)[:, 0]
